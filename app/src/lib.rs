@@ -1,0 +1,1 @@
+//! LoGoNet Studio, the desktop program: state, panels, background jobs.

@@ -1,0 +1,2 @@
+//! `logonet-studio`: starts the desktop program.
+fn main() {}

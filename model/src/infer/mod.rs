@@ -1,0 +1,1 @@
+//! Inference: model bundles and MONAI-equivalent sliding-window inference.

@@ -1,0 +1,1 @@
+//! Segmentation metrics with MONAI semantics: Dice, HD95, normalised surface Dice, volumes.

@@ -1,0 +1,1 @@
+//! Supervised training and fine-tuning: DiceCE, AdamW, warm-up cosine schedule, augmentation, checkpoints.
