@@ -269,7 +269,7 @@ pub fn rand_crop_by_pos_neg_label<R: Rng>(sample: &Sample, cfg: &AugmentConfig, 
     let [_, ny, nz] = s.dims;
     let mut out = Vec::with_capacity(cfg.num_samples);
     for _ in 0..cfg.num_samples {
-        let set = if rng.gen::<f64>() < pos_ratio { &fg } else { &bg };
+        let set = if rng.r#gen::<f64>() < pos_ratio { &fg } else { &bg };
         let idx = set[rng.gen_range(0..set.len())] as usize;
         let center = [idx / (ny * nz), (idx / nz) % ny, idx % nz];
         let c = correct_crop_center(center, cfg.crop_size, s.dims);
@@ -283,19 +283,19 @@ pub fn rand_crop_by_pos_neg_label<R: Rng>(sample: &Sample, cfg: &AugmentConfig, 
 /// order.
 pub fn augment_crop<R: Rng>(sample: &mut Sample, cfg: &AugmentConfig, rng: &mut R) {
     for axis in 0..3 {
-        if rng.gen::<f64>() < cfg.flip_prob {
+        if rng.r#gen::<f64>() < cfg.flip_prob {
             sample.flip(axis);
         }
     }
-    if rng.gen::<f64>() < cfg.rot90_prob && cfg.rot90_max_k > 0 {
+    if rng.r#gen::<f64>() < cfg.rot90_prob && cfg.rot90_max_k > 0 {
         let k = rng.gen_range(0..cfg.rot90_max_k) + 1;
         sample.rot90(k);
     }
-    if rng.gen::<f64>() < cfg.scale_prob {
+    if rng.r#gen::<f64>() < cfg.scale_prob {
         let f = rng.gen_range(-cfg.scale_factor..=cfg.scale_factor);
         sample.image.iter_mut().for_each(|v| *v *= 1.0 + f);
     }
-    if rng.gen::<f64>() < cfg.shift_prob {
+    if rng.r#gen::<f64>() < cfg.shift_prob {
         let o = rng.gen_range(-cfg.shift_offset..=cfg.shift_offset);
         sample.image.iter_mut().for_each(|v| *v += o);
     }
