@@ -96,7 +96,7 @@ fn crops_are_centred_on_foreground_or_background() {
         // Centre voxel (4, 4, 4) of the crop is foreground.
         assert_eq!(c.label[(4 * 8 + 4) * 8 + 4], 3);
     }
-    let neg_only = AugmentConfig { pos: 0.0, ..pos_only.clone() };
+    let neg_only = AugmentConfig { pos: 0.0, neg: 1.0, ..pos_only.clone() };
     for c in augment::rand_crop_by_pos_neg_label(&s, &neg_only, &mut rng).unwrap() {
         let centre = (4 * 8 + 4) * 8 + 4;
         assert_eq!(c.label[centre], 0);

@@ -122,7 +122,7 @@ pub fn dice_loss(logits: &Tensor, labels: &Tensor, cfg: &DiceCeConfig) -> Result
     let _ = class_indices("dice_loss", logits, labels)?;
     let c = logits.dims()[1];
     let p = candle_nn::ops::softmax(logits, 1)?; // [B, C, D, H, W]
-    let g = one_hot(labels, c)?; // [B, C, D, H, W]
+    let g = one_hot(labels, c)?.to_dtype(p.dtype())?; // [B, C, D, H, W]
     let (p, g) = if cfg.include_background {
         (p, g)
     } else {
