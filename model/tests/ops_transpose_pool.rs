@@ -5,10 +5,14 @@ use candle_core::{DType, Device, Tensor, Var};
 use logonet::ops::{self, ConvTranspose3dParams};
 
 fn rand_vec(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect()
@@ -23,15 +27,26 @@ fn vals(t: &Tensor) -> Vec<f64> {
 }
 
 /// Naive transposed conv (scatter form), returns output and its dims.
-fn naive_ct(x: &[f64], xd: [usize; 5], w: &[f64], wd: [usize; 5], b: &[f64], p: &ConvTranspose3dParams) -> (Vec<f64>, [usize; 5]) {
-    let out = p.output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]]).unwrap();
+fn naive_ct(
+    x: &[f64],
+    xd: [usize; 5],
+    w: &[f64],
+    wd: [usize; 5],
+    b: &[f64],
+    p: &ConvTranspose3dParams,
+) -> (Vec<f64>, [usize; 5]) {
+    let out = p
+        .output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]])
+        .unwrap();
     let (cig, cog) = (xd[1] / p.groups, wd[1]);
     let co_all = cog * p.groups;
     let yd = [xd[0], co_all, out[0], out[1], out[2]];
     let mut y = vec![0.0; yd.iter().product()];
     for n in 0..xd[0] {
         for co in 0..co_all {
-            for v in &mut y[(n * co_all + co) * out.iter().product::<usize>()..][..out.iter().product::<usize>()] {
+            for v in &mut y[(n * co_all + co) * out.iter().product::<usize>()..]
+                [..out.iter().product::<usize>()]
+            {
                 *v = b[co];
             }
         }
@@ -47,15 +62,23 @@ fn naive_ct(x: &[f64], xd: [usize; 5], w: &[f64], wd: [usize; 5], b: &[f64], p: 
                                 for bb in 0..wd[3] {
                                     for c in 0..wd[4] {
                                         let o = [
-                                            (i0 * p.stride[0] + a * p.dilation[0]) as isize - p.padding[0] as isize,
-                                            (i1 * p.stride[1] + bb * p.dilation[1]) as isize - p.padding[1] as isize,
-                                            (i2 * p.stride[2] + c * p.dilation[2]) as isize - p.padding[2] as isize,
+                                            (i0 * p.stride[0] + a * p.dilation[0]) as isize
+                                                - p.padding[0] as isize,
+                                            (i1 * p.stride[1] + bb * p.dilation[1]) as isize
+                                                - p.padding[1] as isize,
+                                            (i2 * p.stride[2] + c * p.dilation[2]) as isize
+                                                - p.padding[2] as isize,
                                         ];
                                         if (0..3).any(|k| o[k] < 0 || o[k] >= out[k] as isize) {
                                             continue;
                                         }
-                                        let wv = w[(((ci * cog + cl) * wd[2] + a) * wd[3] + bb) * wd[4] + c];
-                                        let yi = (((n * co_all + co) * out[0] + o[0] as usize) * out[1] + o[1] as usize) * out[2]
+                                        let wv = w[(((ci * cog + cl) * wd[2] + a) * wd[3] + bb)
+                                            * wd[4]
+                                            + c];
+                                        let yi = (((n * co_all + co) * out[0] + o[0] as usize)
+                                            * out[1]
+                                            + o[1] as usize)
+                                            * out[2]
                                             + o[2] as usize;
                                         y[yi] += xv * wv;
                                     }
@@ -71,19 +94,36 @@ fn naive_ct(x: &[f64], xd: [usize; 5], w: &[f64], wd: [usize; 5], b: &[f64], p: 
 }
 
 /// Checks autograd gradients of `Σ f(inputs)·r` against central differences at a few coordinates.
-fn fd_check(name: &str, inputs: &[(Vec<f64>, Vec<usize>)], f: &dyn Fn(&[Tensor]) -> Tensor, probes: usize) {
-    let vars: Vec<Var> = inputs.iter().map(|(v, d)| Var::from_tensor(&t(v, d)).unwrap()).collect();
+fn fd_check(
+    name: &str,
+    inputs: &[(Vec<f64>, Vec<usize>)],
+    f: &dyn Fn(&[Tensor]) -> Tensor,
+    probes: usize,
+) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|(v, d)| Var::from_tensor(&t(v, d)).unwrap())
+        .collect();
     let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let y = f(&ts);
     let r = t(&rand_vec(y.elem_count(), 77), y.dims());
     let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
     let loss = |vs: &[Vec<f64>]| -> f64 {
         let ts: Vec<Tensor> = vs.iter().zip(inputs).map(|(v, (_, d))| t(v, d)).collect();
-        (f(&ts) * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        (f(&ts) * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     };
     let base: Vec<Vec<f64>> = inputs.iter().map(|(v, _)| v.clone()).collect();
     for (k, var) in vars.iter().enumerate() {
-        let g = vals(grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no grad for input {k}")));
+        let g = vals(
+            grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no grad for input {k}")),
+        );
         let pick = rand_vec(probes, 5 + k as u64);
         for p in pick {
             let i = ((p + 1.0) / 2.0 * g.len() as f64) as usize % g.len();
@@ -92,7 +132,11 @@ fn fd_check(name: &str, inputs: &[(Vec<f64>, Vec<usize>)], f: &dyn Fn(&[Tensor])
             a[k][i] += h;
             b[k][i] -= h;
             let fd = (loss(&a) - loss(&b)) / (2.0 * h);
-            assert!((fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()), "{name}: d input{k}[{i}]: fd {fd} vs {}", g[i]);
+            assert!(
+                (fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "{name}: d input{k}[{i}]: fd {fd} vs {}",
+                g[i]
+            );
         }
     }
 }
@@ -100,17 +144,37 @@ fn fd_check(name: &str, inputs: &[(Vec<f64>, Vec<usize>)], f: &dyn Fn(&[Tensor])
 #[test]
 fn conv_transpose3d_matches_naive_and_fd() {
     let cases = [
-        ([1, 4, 3, 4, 5], [4, 3, 2, 2, 2], ConvTranspose3dParams::iso(2, 0)),
+        (
+            [1, 4, 3, 4, 5],
+            [4, 3, 2, 2, 2],
+            ConvTranspose3dParams::iso(2, 0),
+        ),
         (
             [2, 4, 3, 3, 4],
             [4, 2, 3, 3, 3],
-            ConvTranspose3dParams { stride: [2; 3], padding: [1; 3], output_padding: [1, 0, 1], dilation: [1; 3], groups: 2 },
+            ConvTranspose3dParams {
+                stride: [2; 3],
+                padding: [1; 3],
+                output_padding: [1, 0, 1],
+                dilation: [1; 3],
+                groups: 2,
+            },
         ),
-        ([1, 2, 3, 2, 3], [2, 3, 3, 3, 3], ConvTranspose3dParams::iso(1, 1)),
+        (
+            [1, 2, 3, 2, 3],
+            [2, 3, 3, 3, 3],
+            ConvTranspose3dParams::iso(1, 1),
+        ),
         (
             [1, 3, 2, 3, 2],
             [3, 2, 2, 3, 2],
-            ConvTranspose3dParams { stride: [3, 2, 1], padding: [0, 1, 0], output_padding: [2, 1, 0], dilation: [1, 2, 1], groups: 1 },
+            ConvTranspose3dParams {
+                stride: [3, 2, 1],
+                padding: [0, 1, 0],
+                output_padding: [2, 1, 0],
+                dilation: [1, 2, 1],
+                groups: 1,
+            },
         ),
     ];
     for (i, (xd, wd, p)) in cases.into_iter().enumerate() {
@@ -119,9 +183,14 @@ fn conv_transpose3d_matches_naive_and_fd() {
         let co = wd[1] * p.groups;
         let bv = rand_vec(co, 30 + i as u64);
         let (want, yd) = naive_ct(&xv, xd, &wv, wd, &bv, &p);
-        let y = ops::conv_transpose3d(&t(&xv, &xd), &t(&wv, &wd), Some(&t(&bv, &[co])), &p).unwrap();
+        let y =
+            ops::conv_transpose3d(&t(&xv, &xd), &t(&wv, &wd), Some(&t(&bv, &[co])), &p).unwrap();
         assert_eq!(y.dims(), yd);
-        let d = vals(&y).iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let d = vals(&y)
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         assert!(d < 1e-12, "case {i}: forward diff {d}");
         fd_check(
             "conv_transpose3d",
@@ -132,8 +201,17 @@ fn conv_transpose3d_matches_naive_and_fd() {
     }
 }
 
-fn naive_pool(x: &[f64], d: [usize; 5], k: [usize; 3], s: [usize; 3], p: [usize; 3], max: bool) -> Vec<f64> {
-    let o: Vec<usize> = (0..3).map(|a| (d[2 + a] + 2 * p[a] - k[a]) / s[a] + 1).collect();
+fn naive_pool(
+    x: &[f64],
+    d: [usize; 5],
+    k: [usize; 3],
+    s: [usize; 3],
+    p: [usize; 3],
+    max: bool,
+) -> Vec<f64> {
+    let o: Vec<usize> = (0..3)
+        .map(|a| (d[2 + a] + 2 * p[a] - k[a]) / s[a] + 1)
+        .collect();
     let mut y = Vec::new();
     for nc in 0..d[0] * d[1] {
         for z in 0..o[0] {
@@ -151,12 +229,18 @@ fn naive_pool(x: &[f64], d: [usize; 5], k: [usize; 3], s: [usize; 3], p: [usize;
                                 if (0..3).any(|q| i[q] < 0 || i[q] >= d[2 + q] as isize) {
                                     continue;
                                 }
-                                let v = x[((nc * d[2] + i[0] as usize) * d[3] + i[1] as usize) * d[4] + i[2] as usize];
+                                let v = x[((nc * d[2] + i[0] as usize) * d[3] + i[1] as usize)
+                                    * d[4]
+                                    + i[2] as usize];
                                 acc = if max { acc.max(v) } else { acc + v };
                             }
                         }
                     }
-                    y.push(if max { acc } else { acc / (k[0] * k[1] * k[2]) as f64 });
+                    y.push(if max {
+                        acc
+                    } else {
+                        acc / (k[0] * k[1] * k[2]) as f64
+                    });
                 }
             }
         }
@@ -168,15 +252,34 @@ fn naive_pool(x: &[f64], d: [usize; 5], k: [usize; 3], s: [usize; 3], p: [usize;
 fn pools_match_naive_and_fd() {
     let d = [2, 3, 5, 6, 7];
     let xv = rand_vec(d.iter().product(), 3);
-    for (k, s, p) in [([2, 2, 2], [2, 2, 2], [0, 0, 0]), ([3, 3, 3], [2, 2, 2], [1, 1, 1]), ([3, 2, 1], [1, 2, 1], [1, 0, 0])] {
+    for (k, s, p) in [
+        ([2, 2, 2], [2, 2, 2], [0, 0, 0]),
+        ([3, 3, 3], [2, 2, 2], [1, 1, 1]),
+        ([3, 2, 1], [1, 2, 1], [1, 0, 0]),
+    ] {
         for max in [true, false] {
-            let f = |x: &Tensor| if max { ops::max_pool3d(x, k, s, p) } else { ops::avg_pool3d(x, k, s, p) };
+            let f = |x: &Tensor| {
+                if max {
+                    ops::max_pool3d(x, k, s, p)
+                } else {
+                    ops::avg_pool3d(x, k, s, p)
+                }
+            };
             let y = f(&t(&xv, &d)).unwrap();
             let want = naive_pool(&xv, d, k, s, p, max);
-            let diff = vals(&y).iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let diff = vals(&y)
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
             assert_eq!(y.elem_count(), want.len());
             assert!(diff < 1e-12, "pool {k:?} {s:?} {p:?} max={max}: {diff}");
-            fd_check("pool3d", &[(xv.clone(), d.to_vec())], &|a| f(&a[0]).unwrap(), 8);
+            fd_check(
+                "pool3d",
+                &[(xv.clone(), d.to_vec())],
+                &|a| f(&a[0]).unwrap(),
+                8,
+            );
         }
     }
 }
@@ -191,13 +294,38 @@ fn rejects_bad_arguments() {
     p.output_padding = [2, 0, 0];
     assert!(bad(ops::conv_transpose3d(&x, &w, None, &p)));
     let w3 = Tensor::zeros((3, 2, 2, 2, 2), DType::F32, &Device::Cpu).unwrap();
-    assert!(bad(ops::conv_transpose3d(&x, &w3, None, &ConvTranspose3dParams::iso(2, 0))));
+    assert!(bad(ops::conv_transpose3d(
+        &x,
+        &w3,
+        None,
+        &ConvTranspose3dParams::iso(2, 0)
+    )));
     let b = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
-    assert!(bad(ops::conv_transpose3d(&x, &w, Some(&b), &ConvTranspose3dParams::iso(2, 0))));
-    assert!(bad(ops::conv_transpose3d(&x, &w, None, &ConvTranspose3dParams::iso(0, 0))));
-    assert!(bad(ops::conv_transpose3d(&x, &w, None, &ConvTranspose3dParams::iso(1, 5))));
+    assert!(bad(ops::conv_transpose3d(
+        &x,
+        &w,
+        Some(&b),
+        &ConvTranspose3dParams::iso(2, 0)
+    )));
+    assert!(bad(ops::conv_transpose3d(
+        &x,
+        &w,
+        None,
+        &ConvTranspose3dParams::iso(0, 0)
+    )));
+    assert!(bad(ops::conv_transpose3d(
+        &x,
+        &w,
+        None,
+        &ConvTranspose3dParams::iso(1, 5)
+    )));
     assert!(bad(ops::max_pool3d(&x, [0, 2, 2], [1; 3], [0; 3])));
     assert!(bad(ops::max_pool3d(&x, [2; 3], [1; 3], [2; 3])));
     assert!(bad(ops::avg_pool3d(&x, [5; 3], [1; 3], [0; 3])));
-    assert!(bad(ops::avg_pool3d(&x.flatten_all().unwrap(), [2; 3], [1; 3], [0; 3])));
+    assert!(bad(ops::avg_pool3d(
+        &x.flatten_all().unwrap(),
+        [2; 3],
+        [1; 3],
+        [0; 3]
+    )));
 }

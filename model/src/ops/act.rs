@@ -24,19 +24,21 @@ fn fwd<T: Elem>(x: &[T], act: Act) -> Vec<T> {
     let one = T::from_f64(1.0);
     let r2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
     let zero = T::default();
-    y.par_chunks_mut(BLOCK).zip(x.par_chunks(BLOCK)).for_each(|(yb, xb)| match act {
-        Act::Gelu => {
-            for (y, &x) in yb.iter_mut().zip(xb) {
-                *y = half * x * (one + (x * r2).erf_fast());
+    y.par_chunks_mut(BLOCK)
+        .zip(x.par_chunks(BLOCK))
+        .for_each(|(yb, xb)| match act {
+            Act::Gelu => {
+                for (y, &x) in yb.iter_mut().zip(xb) {
+                    *y = half * x * (one + (x * r2).erf_fast());
+                }
             }
-        }
-        Act::Leaky(s) => {
-            let s = T::from_f64(s);
-            for (y, &x) in yb.iter_mut().zip(xb) {
-                *y = if x >= zero { x } else { x * s };
+            Act::Leaky(s) => {
+                let s = T::from_f64(s);
+                for (y, &x) in yb.iter_mut().zip(xb) {
+                    *y = if x >= zero { x } else { x * s };
+                }
             }
-        }
-    });
+        });
     y
 }
 
@@ -47,21 +49,23 @@ fn bwd<T: Elem>(x: &[T], g: &[T], act: Act) -> Vec<T> {
     let r2 = T::from_f64(std::f64::consts::FRAC_1_SQRT_2);
     let c = T::from_f64(FRAC_1_SQRT_2PI);
     let zero = T::default();
-    dx.par_chunks_mut(BLOCK).zip(x.par_chunks(BLOCK).zip(g.par_chunks(BLOCK))).for_each(|(db, (xb, gb))| match act {
-        Act::Gelu => {
-            for ((d, &x), &g) in db.iter_mut().zip(xb).zip(gb) {
-                let cdf = half * (one + (x * r2).erf_fast());
-                let pdf = c * (zero - half * x * x).exp_fast();
-                *d = g * (cdf + x * pdf);
+    dx.par_chunks_mut(BLOCK)
+        .zip(x.par_chunks(BLOCK).zip(g.par_chunks(BLOCK)))
+        .for_each(|(db, (xb, gb))| match act {
+            Act::Gelu => {
+                for ((d, &x), &g) in db.iter_mut().zip(xb).zip(gb) {
+                    let cdf = half * (one + (x * r2).erf_fast());
+                    let pdf = c * (zero - half * x * x).exp_fast();
+                    *d = g * (cdf + x * pdf);
+                }
             }
-        }
-        Act::Leaky(s) => {
-            let s = T::from_f64(s);
-            for ((d, &x), &g) in db.iter_mut().zip(xb).zip(gb) {
-                *d = if x >= zero { g } else { g * s };
+            Act::Leaky(s) => {
+                let s = T::from_f64(s);
+                for ((d, &x), &g) in db.iter_mut().zip(xb).zip(gb) {
+                    *d = if x >= zero { g } else { g * s };
+                }
             }
-        }
-    });
+        });
     dx
 }
 
@@ -77,13 +81,19 @@ impl CustomOp1 for ActOp {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         fn go<T: Elem>(act: Act, s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
-            Ok(T::to_cpu_storage_owned(fwd(slice::<T>(s, l, "activation")?, act)))
+            Ok(T::to_cpu_storage_owned(fwd(
+                slice::<T>(s, l, "activation")?,
+                act,
+            )))
         }
         let st = dispatch_float!(s, "activation", go(self.0, s, l))?;
         Ok((st, l.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &ActBwdOp(self.0))?))
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &ActBwdOp(self.0),
+        )?))
     }
 }
 

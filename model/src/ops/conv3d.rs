@@ -65,19 +65,24 @@ impl Geom {
     fn kk(&self) -> usize {
         self.cg * self.kt()
     }
-    /// Flops of the forward pass (2 per multiply-add).
-    pub(crate) fn flops(&self) -> f64 {
-        2.0 * (self.n * self.o * self.osp()) as f64 * self.kk() as f64
-    }
 }
 
 /// Output positions `x` in `0..n_out` whose input `x·s + off` lies in `0..n_in`, as a half-open range.
 #[inline]
 fn valid(n_out: usize, s: usize, off: isize, n_in: usize) -> (usize, usize) {
     let si = s as isize;
-    let lo = if off >= 0 { 0 } else { ((-off + si - 1) / si) as usize };
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off + si - 1) / si) as usize
+    };
     let lim = n_in as isize - off;
-    let hi = if lim <= 0 { 0 } else { ((lim + si - 1) / si) as usize }.min(n_out);
+    let hi = if lim <= 0 {
+        0
+    } else {
+        ((lim + si - 1) / si) as usize
+    }
+    .min(n_out);
     (lo.min(hi), hi)
 }
 
@@ -114,9 +119,10 @@ fn im2col<T: Elem>(x: &[T], g: &Geom, b: usize, grp: usize, r0: usize, r1: usize
                     for r in r0..r1 {
                         let seg = &mut dst[(r - r0) * ow..][..ow];
                         let (z, y) = (r / oh, r % oh);
-                        let (Some(iz), Some(iy)) =
-                            (in_index(z, g.s[0], a, g.d[0], g.p[0], id), in_index(y, g.s[1], bb, g.d[1], g.p[1], ih))
-                        else {
+                        let (Some(iz), Some(iy)) = (
+                            in_index(z, g.s[0], a, g.d[0], g.p[0], id),
+                            in_index(y, g.s[1], bb, g.d[1], g.p[1], ih),
+                        ) else {
                             seg.fill(zero);
                             continue;
                         };
@@ -154,9 +160,10 @@ fn col2im_channel<T: Elem>(col: &[T], g: &Geom, r0: usize, r1: usize, ci: usize,
                 for r in r0..r1 {
                     let seg = &src[(r - r0) * ow..][..ow];
                     let (z, y) = (r / oh, r % oh);
-                    let (Some(iz), Some(iy)) =
-                        (in_index(z, g.s[0], a, g.d[0], g.p[0], id), in_index(y, g.s[1], bb, g.d[1], g.p[1], ih))
-                    else {
+                    let (Some(iz), Some(iy)) = (
+                        in_index(z, g.s[0], a, g.d[0], g.p[0], id),
+                        in_index(y, g.s[1], bb, g.d[1], g.p[1], ih),
+                    ) else {
                         continue;
                     };
                     let xrow = &mut plane[(iz * ih + iy) * iw..][..iw];
@@ -211,7 +218,11 @@ pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
             }
         }
     }
-    if g.cg == 1 { forward_direct(x, w, bias, g) } else { forward_gemm(x, w, bias, g) }
+    if g.cg == 1 {
+        forward_direct(x, w, bias, g)
+    } else {
+        forward_gemm(x, w, bias, g)
+    }
 }
 
 fn forward_gemm<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
@@ -221,7 +232,9 @@ fn forward_gemm<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<
     let rows = g.out[0] * g.out[1];
     let mut y = vec![T::default(); g.n * g.o * osp];
     if let Some(bv) = bias {
-        y.par_chunks_mut(osp).enumerate().for_each(|(i, pl)| pl.fill(bv[i % g.o]));
+        y.par_chunks_mut(osp)
+            .enumerate()
+            .for_each(|(i, pl)| pl.fill(bv[i % g.o]));
     }
     let rps = rows_per_slab(kk, ow, rows, SLAB);
     let slabs = rows.div_ceil(rps);
@@ -296,9 +309,13 @@ fn forward_direct<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Ve
                 let row = &mut yp[(z * oh + yy) * ow..][..ow];
                 row.fill(bv);
                 for a in 0..kd {
-                    let Some(iz) = in_index(z, g.s[0], a, g.d[0], g.p[0], id) else { continue };
+                    let Some(iz) = in_index(z, g.s[0], a, g.d[0], g.p[0], id) else {
+                        continue;
+                    };
                     for bb in 0..kh {
-                        let Some(iy) = in_index(yy, g.s[1], bb, g.d[1], g.p[1], ih) else { continue };
+                        let Some(iy) = in_index(yy, g.s[1], bb, g.d[1], g.p[1], ih) else {
+                            continue;
+                        };
                         let xrow = &xp[(iz * ih + iy) * iw..][..iw];
                         let wrow = &wk[(a * kh + bb) * kw..][..kw];
                         for (&(l, h, off), &wv) in ranges.iter().zip(wrow) {
@@ -309,7 +326,8 @@ fn forward_direct<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Ve
                                 }
                             } else {
                                 for xx in l..h {
-                                    row[xx] += wv * xrow[(xx as isize * g.s[2] as isize + off) as usize];
+                                    row[xx] +=
+                                        wv * xrow[(xx as isize * g.s[2] as isize + off) as usize];
                                 }
                             }
                         }
@@ -366,7 +384,11 @@ fn input_grad_col2im<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let rps = rows_per_slab(kk, ow, rows, SLAB);
     let mut dcol = vec![T::default(); kk * rps * ow];
     let nt = threads();
-    let par = if nt > 1 { Parallelism::Rayon(nt) } else { Parallelism::None };
+    let par = if nt > 1 {
+        Parallelism::Rayon(nt)
+    } else {
+        Parallelism::None
+    };
     let one = T::from_f64(1.0);
     for b in 0..g.n {
         for grp in 0..g.groups {
@@ -413,7 +435,11 @@ fn input_grad_col2im<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
 
 /// Weight gradient `dw [O, C/g, k]` from `x [N, C, i]` and `dy [N, O, out]`.
 pub(crate) fn weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
-    if g.cg == 1 { weight_grad_direct(x, dy, g) } else { weight_grad_gemm(x, dy, g) }
+    if g.cg == 1 {
+        weight_grad_direct(x, dy, g)
+    } else {
+        weight_grad_gemm(x, dy, g)
+    }
 }
 
 fn weight_grad_gemm<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
@@ -494,20 +520,27 @@ fn weight_grad_direct<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
                 for yy in 0..oh {
                     let dyrow = &dyp[(z * oh + yy) * ow..][..ow];
                     for a in 0..kd {
-                        let Some(iz) = in_index(z, g.s[0], a, g.d[0], g.p[0], id) else { continue };
+                        let Some(iz) = in_index(z, g.s[0], a, g.d[0], g.p[0], id) else {
+                            continue;
+                        };
                         for bb in 0..kh {
-                            let Some(iy) = in_index(yy, g.s[1], bb, g.d[1], g.p[1], ih) else { continue };
+                            let Some(iy) = in_index(yy, g.s[1], bb, g.d[1], g.p[1], ih) else {
+                                continue;
+                            };
                             let xrow = &xp[(iz * ih + iy) * iw..][..iw];
                             for (cc, &(l, h, off)) in ranges.iter().enumerate() {
                                 let arow = &mut acc[((a * kh + bb) * kw + cc) * ow..][..ow];
                                 if g.s[2] == 1 {
                                     let src = &xrow[(l as isize + off) as usize..][..h - l];
-                                    for ((r, v), d) in arow[l..h].iter_mut().zip(src).zip(&dyrow[l..h]) {
+                                    for ((r, v), d) in
+                                        arow[l..h].iter_mut().zip(src).zip(&dyrow[l..h])
+                                    {
                                         *r += *v * *d;
                                     }
                                 } else {
                                     for xx in l..h {
-                                        arow[xx] += dyrow[xx] * xrow[(xx as isize * g.s[2] as isize + off) as usize];
+                                        arow[xx] += dyrow[xx]
+                                            * xrow[(xx as isize * g.s[2] as isize + off) as usize];
                                     }
                                 }
                             }
@@ -561,7 +594,10 @@ impl Conv3dOp {
     fn geom(&self, l1: &Layout, l2: &Layout) -> candle_core::Result<(Geom, Shape)> {
         let xd = dims5(l1, "conv3d input")?;
         let wd = dims5(l2, "conv3d weight")?;
-        let out = self.p.output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]]).map_err(to_candle)?;
+        let out = self
+            .p
+            .output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]])
+            .map_err(to_candle)?;
         let g = Geom::new(xd, wd, &self.p, out);
         Ok((g, Shape::from(vec![xd[0], wd[0], out[0], out[1], out[2]])))
     }
@@ -595,12 +631,29 @@ impl Conv3dOp {
         Ok((st, shape))
     }
 
-    fn grads(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let grad = grad.contiguous()?;
         let xd = dims5(x.layout(), "conv3d input")?;
-        let dx = grad.apply_op2_no_bwd(w, &Conv3dInputGradOp { p: self.p, x_dims: xd })?;
+        let dx = grad.apply_op2_no_bwd(
+            w,
+            &Conv3dInputGradOp {
+                p: self.p,
+                x_dims: xd,
+            },
+        )?;
         let wd = dims5(w.layout(), "conv3d weight")?;
-        let dw = x.apply_op2_no_bwd(&grad, &Conv3dWeightGradOp { p: self.p, w_dims: wd })?;
+        let dw = x.apply_op2_no_bwd(
+            &grad,
+            &Conv3dWeightGradOp {
+                p: self.p,
+                w_dims: wd,
+            },
+        )?;
         Ok((dx, dw))
     }
 }
@@ -626,7 +679,9 @@ impl CustomOp2 for Conv3dOp {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        candle_core::bail!("conv3d: no CUDA kernel yet (logonet::ops::conv3d routes CUDA tensors to ops::reference)")
+        candle_core::bail!(
+            "conv3d: no CUDA kernel yet (logonet::ops::conv3d routes CUDA tensors to ops::reference)"
+        )
     }
     fn bwd(
         &self,
@@ -665,7 +720,9 @@ impl CustomOp3 for Conv3dOp {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        candle_core::bail!("conv3d: no CUDA kernel yet (logonet::ops::conv3d routes CUDA tensors to ops::reference)")
+        candle_core::bail!(
+            "conv3d: no CUDA kernel yet (logonet::ops::conv3d routes CUDA tensors to ops::reference)"
+        )
     }
     fn bwd(
         &self,
@@ -706,7 +763,9 @@ impl CustomOp2 for Conv3dInputGradOp {
         let xd = self.x_dims;
         let g = Geom::new(xd, wd, &self.p, [dyd[2], dyd[3], dyd[4]]);
         if dyd[0] != xd[0] || dyd[1] != wd[0] || xd[1] != wd[1] * self.p.groups {
-            candle_core::bail!("conv3d-input-grad: gradient {dyd:?}, weight {wd:?} and input {xd:?} disagree");
+            candle_core::bail!(
+                "conv3d-input-grad: gradient {dyd:?}, weight {wd:?} and input {xd:?} disagree"
+            );
         }
         fn go<T: Elem>(
             g: &Geom,
@@ -743,7 +802,13 @@ impl CustomOp2 for Conv3dInputGradOp {
         let grad = grad.contiguous()?;
         let ddy = grad.apply_op2_no_bwd(w, &Conv3dOp { p: self.p })?;
         let wd = dims5(w.layout(), "conv3d weight")?;
-        let dw = grad.apply_op2_no_bwd(&dy.contiguous()?, &Conv3dWeightGradOp { p: self.p, w_dims: wd })?;
+        let dw = grad.apply_op2_no_bwd(
+            &dy.contiguous()?,
+            &Conv3dWeightGradOp {
+                p: self.p,
+                w_dims: wd,
+            },
+        )?;
         Ok((Some(ddy), Some(dw)))
     }
 }
@@ -771,7 +836,9 @@ impl CustomOp2 for Conv3dWeightGradOp {
         let wd = self.w_dims;
         let g = Geom::new(xd, wd, &self.p, [dyd[2], dyd[3], dyd[4]]);
         if dyd[0] != xd[0] || dyd[1] != wd[0] || xd[1] != wd[1] * self.p.groups {
-            candle_core::bail!("conv3d-weight-grad: input {xd:?}, gradient {dyd:?} and weight {wd:?} disagree");
+            candle_core::bail!(
+                "conv3d-weight-grad: input {xd:?}, gradient {dyd:?} and weight {wd:?} disagree"
+            );
         }
         fn go<T: Elem>(
             g: &Geom,

@@ -18,7 +18,12 @@ const OB: usize = 8;
 const LANES: usize = 16;
 
 /// Runs the kernel if the CPU has AVX-512F and the geometry fits (stride 1); `None` otherwise.
-pub(crate) fn try_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Option<Vec<f32>> {
+pub(crate) fn try_forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geom,
+) -> Option<Vec<f32>> {
     if g.s != [1, 1, 1] || !std::arch::is_x86_feature_detected!("avx512f") {
         return None;
     }
@@ -35,7 +40,8 @@ fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
             let (ob, o) = (ol / OB, ol % OB);
             for ci in 0..g.cg {
                 for t in 0..kt {
-                    wp[(((grp * nob + ob) * g.cg + ci) * kt + t) * OB + o] = w[((grp * g.og + ol) * g.cg + ci) * kt + t];
+                    wp[(((grp * nob + ob) * g.cg + ci) * kt + t) * OB + o] =
+                        w[((grp * g.og + ol) * g.cg + ci) * kt + t];
                 }
             }
         }
@@ -138,7 +144,10 @@ unsafe fn row_kernel<const NV: usize>(
                         let off = (x0 + c * g.d[2]) as isize - g.p[2] as isize;
                         let mut v = [_mm512_setzero_ps(); NV];
                         for j in 0..NV {
-                            v[j] = _mm512_maskz_loadu_ps(lmask[c][j], row.wrapping_offset(off + (j * LANES) as isize));
+                            v[j] = _mm512_maskz_loadu_ps(
+                                lmask[c][j],
+                                row.wrapping_offset(off + (j * LANES) as isize),
+                            );
                         }
                         let wv = wt.add(c * OB);
                         for o in 0..OB {

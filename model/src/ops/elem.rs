@@ -9,8 +9,6 @@ pub(crate) trait Elem: WithDType + Default {
     fn exp_fast(self) -> Self;
     /// The error function (f32: Abramowitz-Stegun 7.1.26, absolute error below 1.5e-7).
     fn erf_fast(self) -> Self;
-    /// Square root.
-    fn sqrt_(self) -> Self;
 }
 
 impl Elem for f64 {
@@ -22,10 +20,6 @@ impl Elem for f64 {
     fn erf_fast(self) -> Self {
         candle_core::cpu::erf::erf_f64(self)
     }
-    #[inline]
-    fn sqrt_(self) -> Self {
-        self.sqrt()
-    }
 }
 
 impl Elem for f32 {
@@ -36,10 +30,6 @@ impl Elem for f32 {
     #[inline]
     fn erf_fast(self) -> Self {
         erf_f32(self)
-    }
-    #[inline]
-    fn sqrt_(self) -> Self {
-        self.sqrt()
     }
 }
 
@@ -65,7 +55,9 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 pub(crate) fn erf_f32(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let e = 1.0 - poly * exp_f32(-a * a);
     e.copysign(x)
 }
@@ -97,29 +89,6 @@ impl<T> SharedMut<T> {
     pub(crate) fn ptr(self) -> *mut T {
         self.0
     }
-}
-
-/// Dot product with 16 independent partial sums (so LLVM vectorises it without fast-math).
-#[inline]
-pub(crate) fn dot<T: Elem>(a: &[T], b: &[T]) -> T {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [T::default(); 16];
-    let mut ca = a.chunks_exact(16);
-    let mut cb = b.chunks_exact(16);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s = T::default();
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s += *x * *y;
-    }
-    for v in acc {
-        s += v;
-    }
-    s
 }
 
 /// Number of rayon threads.

@@ -171,11 +171,14 @@ pub(crate) fn stats<T: Elem>(x: &[T], v: &View) -> (Vec<f64>, Vec<f64>) {
             let mut mean = vec![0f64; v.groups()];
             let mut var = vec![0f64; v.groups()];
             if inner == 1 {
-                mean.par_iter_mut().zip(var.par_iter_mut()).zip(x.par_chunks(c)).for_each(|((mo, vo), xo)| {
-                    let m = sum_f64(xo) / c as f64;
-                    *mo = m;
-                    *vo = sq_dev_f64(xo, T::from_f64(m)) / c as f64;
-                });
+                mean.par_iter_mut()
+                    .zip(var.par_iter_mut())
+                    .zip(x.par_chunks(c))
+                    .for_each(|((mo, vo), xo)| {
+                        let m = sum_f64(xo) / c as f64;
+                        *mo = m;
+                        *vo = sq_dev_f64(xo, T::from_f64(m)) / c as f64;
+                    });
                 return (mean, var);
             }
             let (mp, vp) = (SharedMut(mean.as_mut_ptr()), SharedMut(var.as_mut_ptr()));
@@ -197,7 +200,11 @@ pub(crate) fn stats<T: Elem>(x: &[T], v: &View) -> (Vec<f64>, Vec<f64>) {
                 }
                 let mut sq = [T::default(); BLK];
                 for ch in 0..c {
-                    for ((s, xv), m) in sq[..n].iter_mut().zip(&xo[ch * inner + i0..][..n]).zip(&acc[..n]) {
+                    for ((s, xv), m) in sq[..n]
+                        .iter_mut()
+                        .zip(&xo[ch * inner + i0..][..n])
+                        .zip(&acc[..n])
+                    {
                         let d = *xv - *m;
                         *s += d * d;
                     }
@@ -233,7 +240,9 @@ impl CustomOp1 for StatsOp {
                 candle_core::bail!("norm-stats: {} elements, expected {:?}", x.len(), v);
             }
             let (m, var) = stats(x, v);
-            Ok(T::to_cpu_storage_owned(m.iter().chain(&var).map(|&a| T::from_f64(a)).collect()))
+            Ok(T::to_cpu_storage_owned(
+                m.iter().chain(&var).map(|&a| T::from_f64(a)).collect(),
+            ))
         }
         let st = dispatch_float!(s, "norm-stats", go(&self.view, s, l))?;
         Ok((st, Shape::from((2, self.view.groups()))))
@@ -250,7 +259,10 @@ pub(crate) struct NormOp {
 
 fn inv_std<T: Elem>(st: &[T], g: usize, eps: f64) -> (Vec<T>, Vec<T>) {
     let mean = st[..g].to_vec();
-    let inv = st[g..2 * g].iter().map(|v| T::from_f64(1.0 / (v.to_f64() + eps).sqrt())).collect();
+    let inv = st[g..2 * g]
+        .iter()
+        .map(|v| T::from_f64(1.0 / (v.to_f64() + eps).sqrt()))
+        .collect();
     (mean, inv)
 }
 
@@ -261,34 +273,48 @@ fn norm_fwd<T: Elem>(x: &[T], st: &[T], wb: &[T], v: &View, eps: f64) -> Vec<T> 
     let mut y = vec![T::default(); v.len()];
     match v.mode {
         Mode::Batch | Mode::Instance => {
-            y.par_chunks_mut(inner).zip(x.par_chunks(inner)).enumerate().for_each(|(r, (yr, xr))| {
-                let ch = r % c;
-                let grp = if v.mode == Mode::Batch { ch } else { r };
-                let scale = inv[grp] * w[ch];
-                let shift = b[ch] - mean[grp] * scale;
-                for (yv, xv) in yr.iter_mut().zip(xr) {
-                    *yv = *xv * scale + shift;
-                }
-            });
+            y.par_chunks_mut(inner)
+                .zip(x.par_chunks(inner))
+                .enumerate()
+                .for_each(|(r, (yr, xr))| {
+                    let ch = r % c;
+                    let grp = if v.mode == Mode::Batch { ch } else { r };
+                    let scale = inv[grp] * w[ch];
+                    let shift = b[ch] - mean[grp] * scale;
+                    for (yv, xv) in yr.iter_mut().zip(xr) {
+                        *yv = *xv * scale + shift;
+                    }
+                });
         }
         Mode::Layer => {
             // One task per (outer, channel) row; statistics are per position within the row.
-            y.par_chunks_mut(inner).zip(x.par_chunks(inner)).enumerate().for_each(|(r, (yr, xr))| {
-                let (o, ch) = (r / c, r % c);
-                let (wc, bc) = (w[ch], b[ch]);
-                let m = &mean[o * inner..][..inner];
-                let iv = &inv[o * inner..][..inner];
-                for (((yv, xv), mv), ivv) in yr.iter_mut().zip(xr).zip(m).zip(iv) {
-                    *yv = (*xv - *mv) * *ivv * wc + bc;
-                }
-            });
+            y.par_chunks_mut(inner)
+                .zip(x.par_chunks(inner))
+                .enumerate()
+                .for_each(|(r, (yr, xr))| {
+                    let (o, ch) = (r / c, r % c);
+                    let (wc, bc) = (w[ch], b[ch]);
+                    let m = &mean[o * inner..][..inner];
+                    let iv = &inv[o * inner..][..inner];
+                    for (((yv, xv), mv), ivv) in yr.iter_mut().zip(xr).zip(m).zip(iv) {
+                        *yv = (*xv - *mv) * *ivv * wc + bc;
+                    }
+                });
         }
     }
     y
 }
 
 /// Backward: returns `dx` (len of x) followed by `dw [C]`, `db [C]`.
-fn norm_bwd<T: Elem>(x: &[T], st: &[T], wb: &[T], g: &[T], v: &View, eps: f64, batch_stats: bool) -> Vec<T> {
+fn norm_bwd<T: Elem>(
+    x: &[T],
+    st: &[T],
+    wb: &[T],
+    g: &[T],
+    v: &View,
+    eps: f64,
+    batch_stats: bool,
+) -> Vec<T> {
     let (c, inner, len) = (v.c, v.inner, v.len());
     let (mean, inv) = inv_std(st, v.groups(), eps);
     let w = &wb[..c];
@@ -317,8 +343,11 @@ fn norm_bwd<T: Elem>(x: &[T], st: &[T], wb: &[T], g: &[T], v: &View, eps: f64, b
                 s2[grp_of(r)] += b;
             }
             let m = v.per_group() as f64;
-            dx.par_chunks_mut(inner).zip(g.par_chunks(inner)).zip(x.par_chunks(inner)).enumerate().for_each(
-                |(r, ((dr, gr), xr))| {
+            dx.par_chunks_mut(inner)
+                .zip(g.par_chunks(inner))
+                .zip(x.par_chunks(inner))
+                .enumerate()
+                .for_each(|(r, ((dr, gr), xr))| {
                     let ch = r % c;
                     let grp = grp_of(r);
                     let k = inv[grp] * w[ch];
@@ -335,13 +364,16 @@ fn norm_bwd<T: Elem>(x: &[T], st: &[T], wb: &[T], g: &[T], v: &View, eps: f64, b
                             *d = k * *gv;
                         }
                     }
-                },
-            );
+                });
         }
         Mode::Layer => {
             let rc = T::from_f64(1.0 / c as f64);
             let dxp = SharedMut(dx.as_mut_ptr());
-            let (tasks, blocks) = if inner == 1 { (v.outer.div_ceil(64), 0) } else { (v.outer * inner.div_ceil(BLK), inner.div_ceil(BLK)) };
+            let (tasks, blocks) = if inner == 1 {
+                (v.outer.div_ceil(64), 0)
+            } else {
+                (v.outer * inner.div_ceil(BLK), inner.div_ceil(BLK))
+            };
             let parts: Vec<Vec<f64>> = (0..tasks)
                 .into_par_iter()
                 .fold(
@@ -367,7 +399,10 @@ fn norm_bwd<T: Elem>(x: &[T], st: &[T], wb: &[T], g: &[T], v: &View, eps: f64, b
                                 let (p1, p2) = (p1 * rc, p2 * rc);
                                 for ch in 0..c {
                                     // SAFETY: row o belongs to this task only.
-                                    unsafe { *dxp.ptr().add(o * c + ch) = iv * (gr[ch] * w[ch] - p1 - tmp[ch] * p2) };
+                                    unsafe {
+                                        *dxp.ptr().add(o * c + ch) =
+                                            iv * (gr[ch] * w[ch] - p1 - tmp[ch] * p2)
+                                    };
                                 }
                             }
                             return dwb_p;
@@ -408,7 +443,10 @@ fn norm_bwd<T: Elem>(x: &[T], st: &[T], wb: &[T], g: &[T], v: &View, eps: f64, b
                             for (i, (gv, xv)) in gr.iter().zip(xr).enumerate() {
                                 let xh = (*xv - m[i]) * iv[i];
                                 // SAFETY: task (o, block) writes only its own columns of every channel.
-                                unsafe { *dxp.ptr().add(base + i) = iv[i] * (*gv * wc - a1[i] * rc - xh * a2[i] * rc) };
+                                unsafe {
+                                    *dxp.ptr().add(base + i) =
+                                        iv[i] * (*gv * wc - a1[i] * rc - xh * a2[i] * rc)
+                                };
                             }
                         }
                         dwb_p
@@ -452,7 +490,12 @@ impl CustomOp3 for NormOp {
             let wb = slice::<T>(s3, l3, "norm")?;
             let v = &op.view;
             if x.len() != v.len() || st.len() != 2 * v.groups() || wb.len() != 2 * v.c {
-                candle_core::bail!("norm: sizes {}/{}/{} disagree with {v:?}", x.len(), st.len(), wb.len());
+                candle_core::bail!(
+                    "norm: sizes {}/{}/{} disagree with {v:?}",
+                    x.len(),
+                    st.len(),
+                    wb.len()
+                );
             }
             Ok(T::to_cpu_storage_owned(norm_fwd(x, st, wb, v, op.eps)))
         }
@@ -472,11 +515,17 @@ impl CustomOp3 for NormOp {
         let both = grad.apply_op3_no_bwd(
             &x.contiguous()?,
             &params,
-            &NormBwdOp { view: self.view, eps: self.eps, batch_stats: self.batch_stats },
+            &NormBwdOp {
+                view: self.view,
+                eps: self.eps,
+                batch_stats: self.batch_stats,
+            },
         )?;
         let len = self.view.len();
         let dx = both.narrow(0, 0, len)?.reshape(x.shape())?;
-        let dwb = both.narrow(0, len, 2 * self.view.c)?.reshape((2, self.view.c))?;
+        let dwb = both
+            .narrow(0, len, 2 * self.view.c)?
+            .reshape((2, self.view.c))?;
         Ok((Some(dx), None, Some(dwb)))
     }
 }
@@ -519,7 +568,15 @@ impl CustomOp3 for NormBwdOp {
                 candle_core::bail!("norm-bwd: sizes disagree with {v:?}");
             }
             let (st, wb) = params.split_at(ng);
-            Ok(T::to_cpu_storage_owned(norm_bwd(x, st, wb, g, v, op.eps, op.batch_stats)))
+            Ok(T::to_cpu_storage_owned(norm_bwd(
+                x,
+                st,
+                wb,
+                g,
+                v,
+                op.eps,
+                op.batch_stats,
+            )))
         }
         let st = dispatch_float!(s1, "norm-bwd", go(self, s1, l1, s2, l2, s3, l3))?;
         Ok((st, Shape::from(self.view.len() + 2 * self.view.c)))

@@ -64,7 +64,9 @@ fn argmax<T: Elem>(plane: &[T], i: [usize; 3], w: [(usize, usize); 3]) -> Option
                 let v = plane[j];
                 match best {
                     None => best = Some((j, v)),
-                    Some((_, b)) if v > b || v.to_f64().is_nan() && !b.to_f64().is_nan() => best = Some((j, v)),
+                    Some((_, b)) if v > b || v.to_f64().is_nan() && !b.to_f64().is_nan() => {
+                        best = Some((j, v))
+                    }
                     _ => {}
                 }
             }
@@ -75,52 +77,62 @@ fn argmax<T: Elem>(plane: &[T], i: [usize; 3], w: [(usize, usize); 3]) -> Option
 
 fn forward<T: Elem>(x: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> {
     let i = [dims[2], dims[3], dims[4]];
-    let (isp, osp) = (i.iter().product::<usize>(), pool.out(i).iter().product::<usize>());
+    let (isp, osp) = (
+        i.iter().product::<usize>(),
+        pool.out(i).iter().product::<usize>(),
+    );
     let inv = T::from_f64(1.0 / pool.k.iter().product::<usize>() as f64);
     let mut y = vec![T::default(); dims[0] * dims[1] * osp];
-    y.par_chunks_mut(osp).zip(x.par_chunks(isp)).for_each(|(yp, xp)| {
-        for_windows(pool, i, |o, w| {
-            yp[o] = if pool.max {
-                argmax(xp, i, w).map_or(T::default(), |j| xp[j])
-            } else {
-                let mut s = T::default();
-                for z in w[0].0..w[0].1 {
-                    for yy in w[1].0..w[1].1 {
-                        for v in &xp[(z * i[1] + yy) * i[2]..][w[2].0..w[2].1] {
-                            s += *v;
+    y.par_chunks_mut(osp)
+        .zip(x.par_chunks(isp))
+        .for_each(|(yp, xp)| {
+            for_windows(pool, i, |o, w| {
+                yp[o] = if pool.max {
+                    argmax(xp, i, w).map_or(T::default(), |j| xp[j])
+                } else {
+                    let mut s = T::default();
+                    for z in w[0].0..w[0].1 {
+                        for yy in w[1].0..w[1].1 {
+                            for v in &xp[(z * i[1] + yy) * i[2]..][w[2].0..w[2].1] {
+                                s += *v;
+                            }
                         }
                     }
-                }
-                s * inv
-            };
+                    s * inv
+                };
+            });
         });
-    });
     y
 }
 
 fn backward<T: Elem>(x: &[T], g: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> {
     let i = [dims[2], dims[3], dims[4]];
-    let (isp, osp) = (i.iter().product::<usize>(), pool.out(i).iter().product::<usize>());
+    let (isp, osp) = (
+        i.iter().product::<usize>(),
+        pool.out(i).iter().product::<usize>(),
+    );
     let inv = T::from_f64(1.0 / pool.k.iter().product::<usize>() as f64);
     let mut dx = vec![T::default(); x.len()];
-    dx.par_chunks_mut(isp).zip(x.par_chunks(isp).zip(g.par_chunks(osp))).for_each(|(dp, (xp, gp))| {
-        for_windows(pool, i, |o, w| {
-            if pool.max {
-                if let Some(j) = argmax(xp, i, w) {
-                    dp[j] += gp[o];
-                }
-            } else {
-                let v = gp[o] * inv;
-                for z in w[0].0..w[0].1 {
-                    for yy in w[1].0..w[1].1 {
-                        for d in &mut dp[(z * i[1] + yy) * i[2]..][w[2].0..w[2].1] {
-                            *d += v;
+    dx.par_chunks_mut(isp)
+        .zip(x.par_chunks(isp).zip(g.par_chunks(osp)))
+        .for_each(|(dp, (xp, gp))| {
+            for_windows(pool, i, |o, w| {
+                if pool.max {
+                    if let Some(j) = argmax(xp, i, w) {
+                        dp[j] += gp[o];
+                    }
+                } else {
+                    let v = gp[o] * inv;
+                    for z in w[0].0..w[0].1 {
+                        for yy in w[1].0..w[1].1 {
+                            for d in &mut dp[(z * i[1] + yy) * i[2]..][w[2].0..w[2].1] {
+                                *d += v;
+                            }
                         }
                     }
                 }
-            }
+            });
         });
-    });
     dx
 }
 
@@ -129,19 +141,35 @@ pub(crate) struct PoolOp(pub Pool);
 
 impl CustomOp1 for PoolOp {
     fn name(&self) -> &'static str {
-        if self.0.max { "max-pool3d" } else { "avg-pool3d" }
+        if self.0.max {
+            "max-pool3d"
+        } else {
+            "avg-pool3d"
+        }
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let dims = dims5(l)?;
-        fn go<T: Elem>(p: &Pool, dims: [usize; 5], s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
-            Ok(T::to_cpu_storage_owned(forward(slice::<T>(s, l, "pool3d")?, dims, p)))
+        fn go<T: Elem>(
+            p: &Pool,
+            dims: [usize; 5],
+            s: &CpuStorage,
+            l: &Layout,
+        ) -> candle_core::Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(forward(
+                slice::<T>(s, l, "pool3d")?,
+                dims,
+                p,
+            )))
         }
         let st = dispatch_float!(s, "pool3d", go(&self.0, dims, s, l))?;
         let o = self.0.out([dims[2], dims[3], dims[4]]);
         Ok((st, Shape::from(vec![dims[0], dims[1], o[0], o[1], o[2]])))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &PoolBwdOp(self.0))?))
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &PoolBwdOp(self.0),
+        )?))
     }
 }
 
@@ -162,7 +190,10 @@ impl CustomOp2 for PoolBwdOp {
         let dims = dims5(l1)?;
         let o = self.0.out([dims[2], dims[3], dims[4]]);
         if dims5(l2)? != [dims[0], dims[1], o[0], o[1], o[2]] {
-            candle_core::bail!("pool3d-bwd: gradient {:?} does not match input {dims:?}", l2.dims());
+            candle_core::bail!(
+                "pool3d-bwd: gradient {:?} does not match input {dims:?}",
+                l2.dims()
+            );
         }
         fn go<T: Elem>(
             p: &Pool,

@@ -20,11 +20,19 @@ struct Row {
 
 /// User + system CPU seconds of this process (all threads), from `/proc/self/stat` (100 Hz ticks).
 fn cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else { return f64::NAN };
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return f64::NAN;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 of the full line are utime and stime; `rest` starts at field 3.
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let tick = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (tick(11) + tick(12)) / 100.0
 }
 
@@ -59,24 +67,51 @@ fn randn(dims: &[usize]) -> anyhow::Result<Tensor> {
     Ok(Tensor::randn(0f32, 1f32, dims, &Device::Cpu)?)
 }
 
-fn conv_case(rows: &mut Vec<Row>, reps: usize, name: &str, x: [usize; 5], w: [usize; 5], p: Conv3dParams) -> anyhow::Result<()> {
+fn conv_case(
+    rows: &mut Vec<Row>,
+    reps: usize,
+    name: &str,
+    x: [usize; 5],
+    w: [usize; 5],
+    p: Conv3dParams,
+) -> anyhow::Result<()> {
     let (xt, wt) = (randn(&x)?, (randn(&w)? * 0.05)?);
     let gflop = ops::conv3d_flops(x, w, &p)? / 1e9;
     let y = ops::conv3d(&xt, &wt, None, &p)?;
     let dy = y.randn_like(0.0, 1.0)?;
-    rows.push(row(name, "forward", measure(reps, || Ok(drop(ops::conv3d(&xt, &wt, None, &p)?)))?, Some(gflop)));
-    let dx = measure(reps, || Ok(drop(ops::conv3d_backward(&xt, &wt, &dy, &p, true, false)?)))?;
+    rows.push(row(
+        name,
+        "forward",
+        measure(reps, || Ok(drop(ops::conv3d(&xt, &wt, None, &p)?)))?,
+        Some(gflop),
+    ));
+    let dx = measure(reps, || {
+        Ok(drop(ops::conv3d_backward(&xt, &wt, &dy, &p, true, false)?))
+    })?;
     rows.push(row(name, "input-grad", dx, Some(gflop)));
-    let dw = measure(reps, || Ok(drop(ops::conv3d_backward(&xt, &wt, &dy, &p, false, true)?)))?;
+    let dw = measure(reps, || {
+        Ok(drop(ops::conv3d_backward(&xt, &wt, &dy, &p, false, true)?))
+    })?;
     rows.push(row(name, "weight-grad", dw, Some(gflop)));
     Ok(())
 }
 
 type Op = Box<dyn Fn(&Tensor) -> logonet::Result<Tensor>>;
 
-fn elementwise_case(rows: &mut Vec<Row>, reps: usize, name: &str, dims: &[usize], op: Op) -> anyhow::Result<()> {
+fn elementwise_case(
+    rows: &mut Vec<Row>,
+    reps: usize,
+    name: &str,
+    dims: &[usize],
+    op: Op,
+) -> anyhow::Result<()> {
     let x = Var::from_tensor(&randn(dims)?)?;
-    rows.push(row(name, "forward", measure(reps, || Ok(drop(op(x.as_tensor())?)))?, None));
+    rows.push(row(
+        name,
+        "forward",
+        measure(reps, || Ok(drop(op(x.as_tensor())?)))?,
+        None,
+    ));
     let fb = measure(reps, || {
         let y = op(x.as_tensor())?;
         let g = y.sum_all()?.backward()?;
@@ -93,11 +128,36 @@ pub fn run(a: &OpsArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let r = a.reps;
     let conv_cases: [(&str, [usize; 5], [usize; 5], Conv3dParams); 5] = [
-        ("conv3d 3^3 64->64 1x64x48^3", [1, 64, 48, 48, 48], [64, 64, 3, 3, 3], Conv3dParams::iso(1, 1, 1, 1)),
-        ("conv3d 3^3 1->32 1x1x96^3", [1, 1, 96, 96, 96], [32, 1, 3, 3, 3], Conv3dParams::iso(1, 1, 1, 1)),
-        ("conv3d 3^3 96->14 1x96x96^3", [1, 96, 96, 96, 96], [14, 96, 3, 3, 3], Conv3dParams::iso(1, 1, 1, 1)),
-        ("depthwise 5^3 1x64x48^3", [1, 64, 48, 48, 48], [64, 1, 5, 5, 5], Conv3dParams::iso(1, 2, 1, 64)),
-        ("depthwise 7^3 dil3 1x64x48^3", [1, 64, 48, 48, 48], [64, 1, 7, 7, 7], Conv3dParams::iso(1, 9, 3, 64)),
+        (
+            "conv3d 3^3 64->64 1x64x48^3",
+            [1, 64, 48, 48, 48],
+            [64, 64, 3, 3, 3],
+            Conv3dParams::iso(1, 1, 1, 1),
+        ),
+        (
+            "conv3d 3^3 1->32 1x1x96^3",
+            [1, 1, 96, 96, 96],
+            [32, 1, 3, 3, 3],
+            Conv3dParams::iso(1, 1, 1, 1),
+        ),
+        (
+            "conv3d 3^3 96->14 1x96x96^3",
+            [1, 96, 96, 96, 96],
+            [14, 96, 3, 3, 3],
+            Conv3dParams::iso(1, 1, 1, 1),
+        ),
+        (
+            "depthwise 5^3 1x64x48^3",
+            [1, 64, 48, 48, 48],
+            [64, 1, 5, 5, 5],
+            Conv3dParams::iso(1, 2, 1, 64),
+        ),
+        (
+            "depthwise 7^3 dil3 1x64x48^3",
+            [1, 64, 48, 48, 48],
+            [64, 1, 7, 7, 7],
+            Conv3dParams::iso(1, 9, 3, 64),
+        ),
     ];
     for (name, x, w, p) in conv_cases {
         if keep(name) {
@@ -131,9 +191,21 @@ pub fn run(a: &OpsArgs) -> anyhow::Result<()> {
             Box::new(move |x| ops::layer_norm_last(x, &w, &b, 1e-5))
         }),
         ("gelu 1x32x96^3", dims.to_vec(), Box::new(ops::gelu)),
-        ("leaky_relu 1x32x96^3", dims.to_vec(), Box::new(|x| ops::leaky_relu(x, 0.01))),
-        ("upsample_trilinear2x 1x32x48^3", vec![1, c, 48, 48, 48], Box::new(ops::upsample_trilinear2x)),
-        ("upsample_nearest2x 1x32x48^3", vec![1, c, 48, 48, 48], Box::new(ops::upsample_nearest2x)),
+        (
+            "leaky_relu 1x32x96^3",
+            dims.to_vec(),
+            Box::new(|x| ops::leaky_relu(x, 0.01)),
+        ),
+        (
+            "upsample_trilinear2x 1x32x48^3",
+            vec![1, c, 48, 48, 48],
+            Box::new(ops::upsample_trilinear2x),
+        ),
+        (
+            "upsample_nearest2x 1x32x48^3",
+            vec![1, c, 48, 48, 48],
+            Box::new(ops::upsample_nearest2x),
+        ),
     ];
     for (name, d, op) in cases {
         if keep(name) {
@@ -146,8 +218,14 @@ pub fn run(a: &OpsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("logonet bench ops: f32, {threads} rayon threads, fastest of {} runs", r.max(1));
-    println!("{:<34} {:<17} {:>10} {:>8} {:>10} {:>12}", "case", "pass", "wall ms", "CPU s", "GFLOP/s", "GFLOP/s/core");
+    println!(
+        "logonet bench ops: f32, {threads} rayon threads, fastest of {} runs",
+        r.max(1)
+    );
+    println!(
+        "{:<34} {:<17} {:>10} {:>8} {:>10} {:>12}",
+        "case", "pass", "wall ms", "CPU s", "GFLOP/s", "GFLOP/s/core"
+    );
     for x in &rows {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         println!(
