@@ -446,7 +446,8 @@ fn weight_grad_gemm<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     let (osp, kk) = (g.osp(), g.kk());
     let ow = g.out[2];
     let rows = g.out[0] * g.out[1];
-    let rps = rows_per_slab(kk, ow, rows, SLAB);
+    // Longer slabs: the gemm reduction runs over the slab, and dW is re-read once per slab.
+    let rps = rows_per_slab(kk, ow, rows, 8 * SLAB);
     let slabs = rows.div_ceil(rps);
     let tasks = g.n * g.groups * slabs;
     let len = g.o * kk;
