@@ -1,5 +1,8 @@
 //! `logonet bench ...`: benchmarks (timings are measured here, never in tests).
 
+#[path = "bench_ops.rs"]
+mod bench_ops;
+
 /// What to benchmark.
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -13,11 +16,17 @@ pub struct OpsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Timed repetitions per measurement (the fastest is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Only run cases whose name contains this text.
+    #[arg(long)]
+    pub filter: Option<String>,
 }
 
 /// Runs a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Ops(_) => anyhow::bail!("`logonet bench ops` is not available in this build yet"),
+        BenchCommand::Ops(a) => bench_ops::run(&a),
     }
 }
