@@ -39,7 +39,10 @@ fn read_nifti(path: &Path) -> ImageVolume {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn single_series(dir: &Path) -> (ImageVolume, Vec<String>) {
@@ -50,16 +53,27 @@ fn single_series(dir: &Path) -> (ImageVolume, Vec<String>) {
 
 #[test]
 fn totalseg_series_j2k_and_uncompressed_match_dcm2niix() {
-    let Some(data) = data_dir("totalseg_series_j2k_and_uncompressed_match_dcm2niix") else { return };
+    let Some(data) = data_dir("totalseg_series_j2k_and_uncompressed_match_dcm2niix") else {
+        return;
+    };
     let root = data.join("ct_dicom_series_totalseg");
     // The J2K originals have blank UIDs: still one series of 20 slices.
     let series = scan_series(&root.join("dicom_j2k_lossless")).unwrap();
     assert_eq!(series.len(), 1, "{series:#?}");
     assert_eq!(series[0].series_uid, "");
-    assert_eq!((series[0].rows, series[0].cols, series[0].slices), (512, 512, 20));
+    assert_eq!(
+        (series[0].rows, series[0].cols, series[0].slices),
+        (512, 512, 20)
+    );
     let (j2k, warnings) = load_series(&series[0]).unwrap();
-    assert!(warnings.iter().any(|w| w.contains("SliceThickness 3")), "{warnings:?}");
-    assert!(!warnings.iter().any(|w| w.contains("irregular")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("SliceThickness 3")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("irregular")),
+        "{warnings:?}"
+    );
     let (plain, _) = single_series(&root.join("dicom_uncompressed_explicit_le"));
     assert_eq!(j2k.dims, [512, 512, 20]);
     assert_eq!(j2k.dims, plain.dims);
@@ -69,14 +83,24 @@ fn totalseg_series_j2k_and_uncompressed_match_dcm2niix() {
     let nii = read_nifti(&root.join("ct_from_dicom.nii.gz"));
     assert_eq!(nii.dims, plain.dims);
     let d = plain.ras_from_ijk.max_abs_diff(&nii.ras_from_ijk);
-    assert!(d < 1e-3, "affine differs by {d}: ours {:?}, NIfTI {:?}", plain.ras_from_ijk, nii.ras_from_ijk);
+    assert!(
+        d < 1e-3,
+        "affine differs by {d}: ours {:?}, NIfTI {:?}",
+        plain.ras_from_ijk,
+        nii.ras_from_ijk
+    );
     assert_eq!(max_abs_diff(&plain.data, &nii.data), 0.0);
-    assert_eq!(plain.spacing_mm().map(|s| (s * 1e4).round() / 1e4), [0.9766, 0.9766, 2.0]);
+    assert_eq!(
+        plain.spacing_mm().map(|s| (s * 1e4).round() / 1e4),
+        [0.9766, 0.9766, 2.0]
+    );
 }
 
 #[test]
 fn ctsmall_12_slices_all_syntaxes_sorted_by_position() {
-    let Some(data) = data_dir("ctsmall_12_slices_all_syntaxes_sorted_by_position") else { return };
+    let Some(data) = data_dir("ctsmall_12_slices_all_syntaxes_sorted_by_position") else {
+        return;
+    };
     let root = data.join("dicom_series_ctsmall_12slices");
     let (plain, _) = single_series(&root.join("plain"));
     assert_eq!(plain.dims, [128, 128, 12]);
@@ -100,7 +124,10 @@ fn ctsmall_12_slices_all_syntaxes_sorted_by_position() {
         let (v, _) = single_series(&root.join(syntax));
         assert_eq!(v.dims, plain.dims, "{syntax}");
         assert_eq!(max_abs_diff(&v.data, &plain.data), 0.0, "{syntax}");
-        assert!(v.ras_from_ijk.max_abs_diff(&plain.ras_from_ijk) < 1e-9, "{syntax}");
+        assert!(
+            v.ras_from_ijk.max_abs_diff(&plain.ras_from_ijk) < 1e-9,
+            "{syntax}"
+        );
     }
     // JPEG-LS: identical when the build has a decoder, otherwise an error that names the transfer syntax.
     let jls = scan_series(&root.join("jls")).unwrap();
@@ -109,7 +136,10 @@ fn ctsmall_12_slices_all_syntaxes_sorted_by_position() {
         Ok((v, _)) => assert_eq!(max_abs_diff(&v.data, &plain.data), 0.0),
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains("unsupported transfer syntax") && msg.contains("JPEG-LS"), "{msg}");
+            assert!(
+                msg.contains("unsupported transfer syntax") && msg.contains("JPEG-LS"),
+                "{msg}"
+            );
         }
     }
     // The five folders share their UIDs: scanning them together must not silently merge them into one volume.
@@ -123,14 +153,21 @@ fn ctsmall_12_slices_all_syntaxes_sorted_by_position() {
 
 #[test]
 fn seg_lands_on_the_liver() {
-    let Some(data) = data_dir("seg_lands_on_the_liver") else { return };
+    let Some(data) = data_dir("seg_lands_on_the_liver") else {
+        return;
+    };
     let root = data.join("ct_3slice_dcmqi");
     let series = scan_series(&root.join("dicom")).unwrap();
     assert_eq!(series.len(), 1);
     let (ct, _) = load_series(&series[0]).unwrap();
     assert_eq!(ct.dims, [512, 512, 3]);
     let ct_nii = read_nifti(&root.join("ct.nii.gz"));
-    assert!(ct.same_grid(&ct_nii, 1e-3), "ours {:?}, NIfTI {:?}", ct.ras_from_ijk, ct_nii.ras_from_ijk);
+    assert!(
+        ct.same_grid(&ct_nii, 1e-3),
+        "ours {:?}, NIfTI {:?}",
+        ct.ras_from_ijk,
+        ct_nii.ras_from_ijk
+    );
     assert_eq!(max_abs_diff(&ct.data, &ct_nii.data), 0.0);
 
     let seg_path = root.join("dicom_seg_liver.dcm");
@@ -157,13 +194,20 @@ fn seg_lands_on_the_liver() {
 
 #[test]
 fn pydicom_misc_files_decode_or_fail_clearly() {
-    let Some(data) = data_dir("pydicom_misc_files_decode_or_fail_clearly") else { return };
+    let Some(data) = data_dir("pydicom_misc_files_decode_or_fail_clearly") else {
+        return;
+    };
     let dir = data.join("dicom_misc_small/pydicom");
     let ct = load_dicom_image(&dir.join("CT_small.dcm")).unwrap();
     assert_eq!(ct.dims, [128, 128, 1]);
     let mr = load_dicom_image(&dir.join("MR_small.dcm")).unwrap();
     assert_eq!(mr.dims, [64, 64, 1]);
-    for f in ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm", "MR_small_RLE.dcm"] {
+    for f in [
+        "MR_small_implicit.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_expb.dcm",
+        "MR_small_RLE.dcm",
+    ] {
         let v = load_dicom_image(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert_eq!(max_abs_diff(&v.data, &mr.data), 0.0, "{f}");
         assert!(v.ras_from_ijk.max_abs_diff(&mr.ras_from_ijk) < 1e-9, "{f}");
@@ -194,7 +238,9 @@ fn pydicom_misc_files_decode_or_fail_clearly() {
     if let Err(e) = e {
         assert!(e.to_string().contains("JPEG-LS"), "{e}");
     }
-    let e = load_dicom_image(&dir.join("SC_rgb_rle.dcm")).unwrap_err().to_string();
+    let e = load_dicom_image(&dir.join("SC_rgb_rle.dcm"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("colour"), "{e}");
     // Enhanced multi-frame CT and MR.
     for f in ["eCT_Supplemental.dcm", "emri_small.dcm"] {

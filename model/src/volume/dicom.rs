@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::dicom::core::Tag;
-use dicom_dictionary_std::tags;
 use ::dicom::encoding::transfer_syntax::TransferSyntaxIndex;
+use ::dicom::transfer_syntax::TransferSyntaxRegistry;
+use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::PixelDecoder;
-use ::dicom::transfer_syntax::TransferSyntaxRegistry;
 use rayon::prelude::*;
 
 use super::labels::{LabelInfo, LabelTable, default_color};
@@ -86,7 +86,10 @@ impl SeriesInfo {
             SeriesKind::MultiFrame => " multi-frame",
             SeriesKind::Segmentation => " segmentation",
         };
-        let number = self.series_number.map(|n| format!("series {n}, ")).unwrap_or_default();
+        let number = self
+            .series_number
+            .map(|n| format!("series {n}, "))
+            .unwrap_or_default();
         format!(
             "{}{kind} {}x{}x{} '{}' ({number}{} files, {})",
             self.modality,
@@ -134,7 +137,11 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
 }
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
 }
 
 fn normalized(a: [f64; 3]) -> Option<[f64; 3]> {
@@ -165,10 +172,14 @@ pub fn stack_geometry(
     let first = slices.first().ok_or_else(|| "no slices".to_string())?;
     let mut warnings = Vec::new();
     let iop = first.orientation;
-    let row = normalized([iop[0], iop[1], iop[2]]).ok_or_else(|| format!("invalid ImageOrientationPatient {iop:?}"))?;
-    let col = normalized([iop[3], iop[4], iop[5]]).ok_or_else(|| format!("invalid ImageOrientationPatient {iop:?}"))?;
+    let row = normalized([iop[0], iop[1], iop[2]])
+        .ok_or_else(|| format!("invalid ImageOrientationPatient {iop:?}"))?;
+    let col = normalized([iop[3], iop[4], iop[5]])
+        .ok_or_else(|| format!("invalid ImageOrientationPatient {iop:?}"))?;
     if dot(row, col).abs() > 1e-3 {
-        return Err(format!("ImageOrientationPatient {iop:?} has non-orthogonal row and column directions"));
+        return Err(format!(
+            "ImageOrientationPatient {iop:?} has non-orthogonal row and column directions"
+        ));
     }
     let normal = cross(row, col);
     let ps = first.pixel_spacing_mm;
@@ -176,14 +187,21 @@ pub fn stack_geometry(
         return Err(format!("invalid PixelSpacing {ps:?}"));
     }
     for s in slices {
-        let d = s.orientation.iter().zip(iop.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let d = s
+            .orientation
+            .iter()
+            .zip(iop.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         if d > 1e-3 {
             return Err(format!(
                 "slices have different orientations ({:?} and {iop:?}): not a single series",
                 s.orientation
             ));
         }
-        let dps = (s.pixel_spacing_mm[0] - ps[0]).abs().max((s.pixel_spacing_mm[1] - ps[1]).abs());
+        let dps = (s.pixel_spacing_mm[0] - ps[0])
+            .abs()
+            .max((s.pixel_spacing_mm[1] - ps[1]).abs());
         if dps > 1e-3 * ps[0].max(ps[1]) {
             return Err(format!(
                 "slices have different pixel spacings ({:?} and {ps:?} mm): not a single series",
@@ -191,13 +209,19 @@ pub fn stack_geometry(
             ));
         }
     }
-    let proj: Vec<f64> = slices.iter().map(|s| dot(s.position_lps_mm, normal)).collect();
+    let proj: Vec<f64> = slices
+        .iter()
+        .map(|s| dot(s.position_lps_mm, normal))
+        .collect();
     let mut order: Vec<usize> = (0..slices.len()).collect();
     order.sort_by(|&a, &b| proj[a].total_cmp(&proj[b]));
     let n = slices.len();
     let origin = slices[order[0]].position_lps_mm;
     let (kvec, step) = if n == 1 {
-        let step = spacing_between_mm.filter(|s| *s > 0.0).or(first.thickness_mm.filter(|t| *t > 0.0)).unwrap_or(1.0);
+        let step = spacing_between_mm
+            .filter(|s| *s > 0.0)
+            .or(first.thickness_mm.filter(|t| *t > 0.0))
+            .unwrap_or(1.0);
         ([normal[0] * step, normal[1] * step, normal[2] * step], step)
     } else {
         let gaps: Vec<f64> = order.windows(2).map(|w| proj[w[1]] - proj[w[0]]).collect();
@@ -246,22 +270,34 @@ pub fn stack_geometry(
         lps.0[a][2] = kvec[a];
         lps.0[a][3] = origin[a];
     }
-    Ok(StackGeometry { order, lps_from_ijk: lps, ras_from_ijk: ras_from_lps(&lps), slice_step_mm: step, warnings })
+    Ok(StackGeometry {
+        order,
+        lps_from_ijk: lps,
+        ras_from_ijk: ras_from_lps(&lps),
+        slice_step_mm: step,
+        warnings,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Header access
 
 fn trimmed(s: &str) -> String {
-    s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string()
+    s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .to_string()
 }
 
 fn get_str(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.get(tag).and_then(|e| e.to_str().ok()).map(|s| trimmed(&s)).filter(|s| !s.is_empty())
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| trimmed(&s))
+        .filter(|s| !s.is_empty())
 }
 
 fn get_f64s(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
-    obj.get(tag).and_then(|e| e.to_multi_float64().ok()).filter(|v| !v.is_empty())
+    obj.get(tag)
+        .and_then(|e| e.to_multi_float64().ok())
+        .filter(|v| !v.is_empty())
 }
 
 fn get_int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
@@ -274,15 +310,25 @@ fn items(obj: &InMemDicomObject, tag: Tag) -> Option<&[InMemDicomObject]> {
 
 /// An attribute of frame `frame` from the functional groups: per-frame first, then shared.
 fn fg_element(obj: &InMemDicomObject, frame: usize, seq: Tag, tag: Tag) -> Option<&InMemElement> {
-    let inner = |fg: &InMemDicomObject| items(fg, seq).and_then(|s| s.first()).and_then(|i| i.get(tag));
+    fn inner(fg: &InMemDicomObject, seq: Tag, tag: Tag) -> Option<&InMemElement> {
+        items(fg, seq)
+            .and_then(|s| s.first())
+            .and_then(|i| i.get(tag))
+    }
     items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
         .and_then(|f| f.get(frame))
-        .and_then(inner)
-        .or_else(|| items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).and_then(|s| s.first()).and_then(inner))
+        .and_then(|f| inner(f, seq, tag))
+        .or_else(|| {
+            items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)
+                .and_then(|s| s.first())
+                .and_then(|f| inner(f, seq, tag))
+        })
 }
 
 fn fg_f64s(obj: &InMemDicomObject, frame: usize, seq: Tag, tag: Tag) -> Option<Vec<f64>> {
-    fg_element(obj, frame, seq, tag).and_then(|e| e.to_multi_float64().ok()).filter(|v| !v.is_empty())
+    fg_element(obj, frame, seq, tag)
+        .and_then(|e| e.to_multi_float64().ok())
+        .filter(|v| !v.is_empty())
 }
 
 fn to3(v: &[f64]) -> Option<[f64; 3]> {
@@ -291,17 +337,37 @@ fn to3(v: &[f64]) -> Option<[f64; 3]> {
 
 /// The geometry of frame `frame`: functional groups first (enhanced objects, SEG), then the top level.
 fn frame_geometry(obj: &InMemDicomObject, frame: usize) -> Option<SliceGeometry> {
-    let ipp = fg_f64s(obj, frame, tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT)
-        .or_else(|| get_f64s(obj, tags::IMAGE_POSITION_PATIENT))?;
-    let iop = fg_f64s(obj, frame, tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT)
-        .or_else(|| get_f64s(obj, tags::IMAGE_ORIENTATION_PATIENT))?;
-    let ps = fg_f64s(obj, frame, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)
-        .or_else(|| get_f64s(obj, tags::PIXEL_SPACING))
-        .or_else(|| get_f64s(obj, tags::IMAGER_PIXEL_SPACING))
-        .unwrap_or_else(|| vec![1.0, 1.0]);
-    let thickness = fg_f64s(obj, frame, tags::PIXEL_MEASURES_SEQUENCE, tags::SLICE_THICKNESS)
-        .or_else(|| get_f64s(obj, tags::SLICE_THICKNESS))
-        .and_then(|v| v.first().copied());
+    let ipp = fg_f64s(
+        obj,
+        frame,
+        tags::PLANE_POSITION_SEQUENCE,
+        tags::IMAGE_POSITION_PATIENT,
+    )
+    .or_else(|| get_f64s(obj, tags::IMAGE_POSITION_PATIENT))?;
+    let iop = fg_f64s(
+        obj,
+        frame,
+        tags::PLANE_ORIENTATION_SEQUENCE,
+        tags::IMAGE_ORIENTATION_PATIENT,
+    )
+    .or_else(|| get_f64s(obj, tags::IMAGE_ORIENTATION_PATIENT))?;
+    let ps = fg_f64s(
+        obj,
+        frame,
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::PIXEL_SPACING,
+    )
+    .or_else(|| get_f64s(obj, tags::PIXEL_SPACING))
+    .or_else(|| get_f64s(obj, tags::IMAGER_PIXEL_SPACING))
+    .unwrap_or_else(|| vec![1.0, 1.0]);
+    let thickness = fg_f64s(
+        obj,
+        frame,
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::SLICE_THICKNESS,
+    )
+    .or_else(|| get_f64s(obj, tags::SLICE_THICKNESS))
+    .and_then(|v| v.first().copied());
     if iop.len() < 6 || ps.len() < 2 {
         return None;
     }
@@ -319,13 +385,19 @@ fn transfer_syntax_uid(obj: &DefaultDicomObject) -> String {
 
 /// A transfer syntax's name ("JPEG 2000 Image Compression (Lossless Only)"), or its UID when unknown.
 pub fn transfer_syntax_name(uid: &str) -> String {
-    TransferSyntaxRegistry.get(uid).map(|ts| ts.name().to_string()).unwrap_or_else(|| uid.to_string())
+    TransferSyntaxRegistry
+        .get(uid)
+        .map(|ts| ts.name().to_string())
+        .unwrap_or_else(|| uid.to_string())
 }
 
 /// Fails with a clear message when this build cannot decode the pixel data of transfer syntax `uid`.
 fn check_decodable(uid: &str, path: &Path) -> Result<()> {
     match TransferSyntaxRegistry.get(uid) {
-        None => Err(Error::format(format!("unsupported transfer syntax: unknown UID {uid}"), path)),
+        None => Err(Error::format(
+            format!("unsupported transfer syntax: unknown UID {uid}"),
+            path,
+        )),
         Some(ts) if !ts.can_decode_all() => {
             let hint = if ts.name().contains("JPEG-LS") {
                 "; JPEG-LS needs the CharLS codec, which this build does not include"
@@ -333,7 +405,10 @@ fn check_decodable(uid: &str, path: &Path) -> Result<()> {
                 ""
             };
             Err(Error::format(
-                format!("unsupported transfer syntax {} ({uid}): no decoder in this build{hint}", ts.name()),
+                format!(
+                    "unsupported transfer syntax {} ({uid}): no decoder in this build{hint}",
+                    ts.name()
+                ),
                 path,
             ))
         }
@@ -349,7 +424,9 @@ fn open_header(path: &Path) -> Result<DefaultDicomObject> {
 }
 
 fn open_full(path: &Path) -> Result<DefaultDicomObject> {
-    OpenFileOptions::new().open_file(path).map_err(|e| Error::format(format!("cannot read DICOM file ({e})"), path))
+    OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| Error::format(format!("cannot read DICOM file ({e})"), path))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -377,18 +454,29 @@ fn read_file_header(path: &Path) -> Result<Option<FileHeader>> {
     let (Some(rows), Some(cols)) = (get_int(&obj, tags::ROWS), get_int(&obj, tags::COLUMNS)) else {
         return Ok(None); // not an image (SR, RT structure set, presentation state, DICOMDIR, ...)
     };
-    let sop_class = get_str(&obj, tags::SOP_CLASS_UID).unwrap_or_else(|| trimmed(obj.meta().media_storage_sop_class_uid()));
+    let sop_class = get_str(&obj, tags::SOP_CLASS_UID)
+        .unwrap_or_else(|| trimmed(obj.meta().media_storage_sop_class_uid()));
     let modality = get_str(&obj, tags::MODALITY).unwrap_or_default();
     let frames = get_int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize;
     let kind = if sop_class == SEG_SOP_CLASS || modality == "SEG" {
         SeriesKind::Segmentation
-    } else if frames > 1 || obj.get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).is_some() {
+    } else if frames > 1
+        || obj
+            .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .is_some()
+    {
         SeriesKind::MultiFrame
     } else {
         SeriesKind::Image
     };
     let orientation_key = frame_geometry(&obj, 0)
-        .map(|g| g.orientation.iter().map(|v| format!("{:.3}", v + 0.0)).collect::<Vec<_>>().join(","))
+        .map(|g| {
+            g.orientation
+                .iter()
+                .map(|v| format!("{:.3}", v + 0.0))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     Ok(Some(FileHeader {
         path: path.to_path_buf(),
@@ -466,7 +554,9 @@ pub fn scan_series(path: &Path) -> Result<Vec<SeriesInfo>> {
                 h.rows,
                 h.orientation_key
             ),
-            SeriesKind::MultiFrame | SeriesKind::Segmentation => format!("file={}", h.path.display()),
+            SeriesKind::MultiFrame | SeriesKind::Segmentation => {
+                format!("file={}", h.path.display())
+            }
         };
         groups.entry(key).or_default().push(h);
     }
@@ -475,7 +565,10 @@ pub fn scan_series(path: &Path) -> Result<Vec<SeriesInfo>> {
         .filter_map(|(key, mut hs)| {
             hs.sort_by(|a, b| a.path.cmp(&b.path));
             let first = hs.first()?;
-            let mut ts: Vec<String> = hs.iter().map(|h| transfer_syntax_name(&h.transfer_syntax)).collect();
+            let mut ts: Vec<String> = hs
+                .iter()
+                .map(|h| transfer_syntax_name(&h.transfer_syntax))
+                .collect();
             ts.sort();
             ts.dedup();
             Some(SeriesInfo {
@@ -517,7 +610,10 @@ fn decode_file(path: &Path, cancel: &CancelToken) -> Result<Vec<DecodedSlice>> {
     cancel.check()?;
     let obj = open_full(path)?;
     if obj.get(tags::PIXEL_DATA).is_none() {
-        return Err(Error::format("missing pixel data (no PixelData element)", path));
+        return Err(Error::format(
+            "missing pixel data (no PixelData element)",
+            path,
+        ));
     }
     let ts = transfer_syntax_uid(&obj);
     check_decodable(&ts, path)?;
@@ -527,44 +623,81 @@ fn decode_file(path: &Path, cancel: &CancelToken) -> Result<Vec<DecodedSlice>> {
     if samples != 1 {
         let pi = get_str(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
         return Err(Error::format(
-            format!("colour images ({samples} samples per pixel, {pi}) are not supported; need a greyscale CT/MR"),
+            format!(
+                "colour images ({samples} samples per pixel, {pi}) are not supported; need a greyscale CT/MR"
+            ),
             path,
         ));
     }
     let bits = get_int(&obj, tags::BITS_ALLOCATED).unwrap_or(16);
     if bits == 1 {
-        return Err(Error::format("1-bit pixel data (a segmentation?) is not an image: use load_seg", path));
+        return Err(Error::format(
+            "1-bit pixel data (a segmentation?) is not an image: use load_seg",
+            path,
+        ));
     }
     let frames = get_int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize;
-    let multiframe_geometry = obj.get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).is_some();
+    let multiframe_geometry = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .is_some();
     if frames > 1 && !multiframe_geometry {
         return Err(Error::format(
-            format!("{frames} frames without per-frame functional groups: frame positions are unknown"),
+            format!(
+                "{frames} frames without per-frame functional groups: frame positions are unknown"
+            ),
             path,
         ));
     }
     let decoded = obj.decode_pixel_data().map_err(|e| {
-        Error::format(format!("cannot decode pixel data ({}): {e}", transfer_syntax_name(&ts)), path)
+        Error::format(
+            format!(
+                "cannot decode pixel data ({}): {e}",
+                transfer_syntax_name(&ts)
+            ),
+            path,
+        )
     })?;
     if decoded.rows() as usize != rows || decoded.columns() as usize != cols {
-        return Err(Error::format("decoded frame size differs from Rows/Columns", path));
+        return Err(Error::format(
+            "decoded frame size differs from Rows/Columns",
+            path,
+        ));
     }
     let spacing_between_mm = get_f64s(&obj, tags::SPACING_BETWEEN_SLICES)
-        .or_else(|| fg_f64s(&obj, 0, tags::PIXEL_MEASURES_SEQUENCE, tags::SPACING_BETWEEN_SLICES))
+        .or_else(|| {
+            fg_f64s(
+                &obj,
+                0,
+                tags::PIXEL_MEASURES_SEQUENCE,
+                tags::SPACING_BETWEEN_SLICES,
+            )
+        })
         .and_then(|v| v.first().copied());
     let n_decoded = decoded.number_of_frames() as usize;
     if n_decoded < frames {
-        return Err(Error::format(format!("{frames} frames announced, {n_decoded} decoded"), path));
+        return Err(Error::format(
+            format!("{frames} frames announced, {n_decoded} decoded"),
+            path,
+        ));
     }
     (0..frames)
         .map(|f| {
             cancel.check()?;
             let pixels: Vec<f32> = decoded.to_vec_frame(f as u32).map_err(|e| {
-                Error::format(format!("cannot convert frame {f} ({}): {e}", transfer_syntax_name(&ts)), path)
+                Error::format(
+                    format!(
+                        "cannot convert frame {f} ({}): {e}",
+                        transfer_syntax_name(&ts)
+                    ),
+                    path,
+                )
             })?;
             if pixels.len() != rows * cols {
                 return Err(Error::format(
-                    format!("frame {f} has {} values, expected {rows}x{cols}", pixels.len()),
+                    format!(
+                        "frame {f} has {} values, expected {rows}x{cols}",
+                        pixels.len()
+                    ),
                     path,
                 ));
             }
@@ -585,14 +718,16 @@ fn assemble(slices: &[DecodedSlice], order: &[usize], rows: usize, cols: usize) 
     let nk = order.len();
     let mut data = vec![0f32; rows * cols * nk];
     // [i = column][j = row][k]
-    data.par_chunks_mut(rows * nk).enumerate().for_each(|(i, plane)| {
-        for (k, &s) in order.iter().enumerate() {
-            let px = &slices[s].pixels;
-            for j in 0..rows {
-                plane[j * nk + k] = px[j * cols + i];
+    data.par_chunks_mut(rows * nk)
+        .enumerate()
+        .for_each(|(i, plane)| {
+            for (k, &s) in order.iter().enumerate() {
+                let px = &slices[s].pixels;
+                for j in 0..rows {
+                    plane[j * nk + k] = px[j * cols + i];
+                }
             }
-        }
-    });
+        });
     data
 }
 
@@ -612,9 +747,17 @@ pub fn load_series_with(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<(ImageVolume, Vec<String>)> {
-    let where_ = info.files.first().and_then(|p| p.parent()).unwrap_or(Path::new("")).to_path_buf();
+    let where_ = info
+        .files
+        .first()
+        .and_then(|p| p.parent())
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
     if info.kind == SeriesKind::Segmentation {
-        return Err(Error::format("this is a DICOM SEG, not an image series: use load_seg", where_));
+        return Err(Error::format(
+            "this is a DICOM SEG, not an image series: use load_seg",
+            where_,
+        ));
     }
     if info.files.is_empty() {
         return Err(Error::format("series has no files", where_));
@@ -627,7 +770,11 @@ pub fn load_series_with(
         .map(|p| {
             let r = decode_file(p, cancel);
             let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-            progress.report(ProgressEvent { stage: "reading DICOM".into(), done: d, total });
+            progress.report(ProgressEvent {
+                stage: "reading DICOM".into(),
+                done: d,
+                total,
+            });
             r
         })
         .collect::<Result<_>>()?;
@@ -647,7 +794,10 @@ pub fn load_series_with(
     let geoms: Vec<SliceGeometry> = if slices.iter().all(|s| s.geometry.is_some()) {
         slices.iter().filter_map(|s| s.geometry).collect()
     } else if slices.len() == 1 {
-        warnings.push("no ImagePositionPatient/ImageOrientationPatient: identity orientation assumed".to_string());
+        warnings.push(
+            "no ImagePositionPatient/ImageOrientationPatient: identity orientation assumed"
+                .to_string(),
+        );
         vec![SliceGeometry {
             position_lps_mm: [0.0; 3],
             orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
@@ -655,14 +805,18 @@ pub fn load_series_with(
             thickness_mm: None,
         }]
     } else {
-        let bad = slices.iter().find(|s| s.geometry.is_none()).map(|s| s.source.clone()).unwrap_or(where_.clone());
+        let bad = slices
+            .iter()
+            .find(|s| s.geometry.is_none())
+            .map(|s| s.source.clone())
+            .unwrap_or(where_.clone());
         return Err(Error::format(
             "missing ImagePositionPatient/ImageOrientationPatient: cannot order the slices",
             bad,
         ));
     };
-    let stack =
-        stack_geometry(&geoms, slices[0].spacing_between_mm).map_err(|msg| Error::format(msg, where_.clone()))?;
+    let stack = stack_geometry(&geoms, slices[0].spacing_between_mm)
+        .map_err(|msg| Error::format(msg, where_.clone()))?;
     warnings.extend(stack.warnings.iter().cloned());
     let data = assemble(&slices, &stack.order, rows, cols);
     let volume = Volume::new(data, [cols, rows, stack.order.len()], stack.ras_from_ijk)?;
@@ -674,15 +828,25 @@ pub fn load_series_with(
 /// Fails when there is none, or when there are several (the message lists them; pick one with [`scan_series`] and
 /// [`load_series`]). Segmentations in the folder are ignored.
 pub fn load_dicom_image(path: &Path) -> Result<ImageVolume> {
-    let series: Vec<SeriesInfo> =
-        scan_series(path)?.into_iter().filter(|s| s.kind != SeriesKind::Segmentation).collect();
+    let series: Vec<SeriesInfo> = scan_series(path)?
+        .into_iter()
+        .filter(|s| s.kind != SeriesKind::Segmentation)
+        .collect();
     match series.as_slice() {
         [] => Err(Error::format("no DICOM image series found", path)),
         [one] => Ok(load_series(one)?.0),
         many => {
-            let list: Vec<String> = many.iter().enumerate().map(|(n, s)| format!("[{n}] {}", s.summary())).collect();
+            let list: Vec<String> = many
+                .iter()
+                .enumerate()
+                .map(|(n, s)| format!("[{n}] {}", s.summary()))
+                .collect();
             Err(Error::format(
-                format!("{} DICOM series found, choose one: {}", many.len(), list.join("; ")),
+                format!(
+                    "{} DICOM series found, choose one: {}",
+                    many.len(),
+                    list.join("; ")
+                ),
                 path,
             ))
         }
@@ -714,7 +878,13 @@ fn dicom_lab_to_srgb(lab: &[f64]) -> Option<[u8; 3]> {
     let fy = (l + 16.0) / 116.0;
     let fx = fy + a / 500.0;
     let fz = fy - b / 200.0;
-    let finv = |t: f64| if t > 6.0 / 29.0 { t * t * t } else { 3.0 * (6.0f64 / 29.0).powi(2) * (t - 4.0 / 29.0) };
+    let finv = |t: f64| {
+        if t > 6.0 / 29.0 {
+            t * t * t
+        } else {
+            3.0 * (6.0f64 / 29.0).powi(2) * (t - 4.0 / 29.0)
+        }
+    };
     // D65 white point.
     let (x, y, z) = (0.950_47 * finv(fx), finv(fy), 1.088_83 * finv(fz));
     let r = 3.240_6 * x - 1.537_2 * y - 0.498_6 * z;
@@ -722,7 +892,11 @@ fn dicom_lab_to_srgb(lab: &[f64]) -> Option<[u8; 3]> {
     let bl = 0.055_7 * x - 0.204_0 * y + 1.057_0 * z;
     let gamma = |c: f64| {
         let c = c.clamp(0.0, 1.0);
-        let v = if c <= 0.003_130_8 { 12.92 * c } else { 1.055 * c.powf(1.0 / 2.4) - 0.055 };
+        let v = if c <= 0.003_130_8 {
+            12.92 * c
+        } else {
+            1.055 * c.powf(1.0 / 2.4) - 0.055
+        };
         (v * 255.0).round() as u8
     };
     Some([gamma(r), gamma(g), gamma(bl)])
@@ -761,9 +935,12 @@ pub fn load_seg(seg_path: &Path, reference: &ImageVolume, source: &SeriesInfo) -
         .ok_or_else(|| Error::format("not a DICOM SEG: no SegmentSequence", seg_path))?;
     let mut table = LabelTable::default();
     for s in segments {
-        let Some(number) = get_int(s, tags::SEGMENT_NUMBER) else { continue };
-        let value = u16::try_from(number)
-            .map_err(|_| Error::format(format!("segment number {number} out of range"), seg_path))?;
+        let Some(number) = get_int(s, tags::SEGMENT_NUMBER) else {
+            continue;
+        };
+        let value = u16::try_from(number).map_err(|_| {
+            Error::format(format!("segment number {number} out of range"), seg_path)
+        })?;
         let name = get_str(s, tags::SEGMENT_LABEL).unwrap_or_else(|| format!("segment {number}"));
         let color = get_f64s(s, tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE)
             .and_then(|lab| dicom_lab_to_srgb(&lab))
@@ -772,29 +949,44 @@ pub fn load_seg(seg_path: &Path, reference: &ImageVolume, source: &SeriesInfo) -
     }
     table.labels.sort_by_key(|l| l.value);
 
-    let pixel = obj.get(tags::PIXEL_DATA).ok_or_else(|| Error::format("missing pixel data", seg_path))?;
+    let pixel = obj
+        .get(tags::PIXEL_DATA)
+        .ok_or_else(|| Error::format("missing pixel data", seg_path))?;
     if pixel.fragments().is_some() {
         return Err(Error::format(
-            format!("encapsulated SEG pixel data ({}) is not supported", transfer_syntax_name(&ts)),
+            format!(
+                "encapsulated SEG pixel data ({}) is not supported",
+                transfer_syntax_name(&ts)
+            ),
             seg_path,
         ));
     }
-    let bytes = pixel.to_bytes().map_err(|e| Error::format(format!("cannot read pixel data ({e})"), seg_path))?;
+    let bytes = pixel
+        .to_bytes()
+        .map_err(|e| Error::format(format!("cannot read pixel data ({e})"), seg_path))?;
     let frame_len = rows * cols;
     let (needed, fractional_max) = match (bits, seg_type.as_str()) {
         (1, _) => ((frames * frame_len).div_ceil(8), None),
         (8, "FRACTIONAL") => {
-            let max = get_int(&obj, tags::MAXIMUM_FRACTIONAL_VALUE).unwrap_or(255).max(1);
+            let max = get_int(&obj, tags::MAXIMUM_FRACTIONAL_VALUE)
+                .unwrap_or(255)
+                .max(1);
             (frames * frame_len, Some(max as f64))
         }
         (8, _) => (frames * frame_len, Some(2.0)), // 8-bit binary: any value >= 1
         _ => {
-            return Err(Error::format(format!("SEG with {bits} bits allocated ({seg_type}) is not supported"), seg_path));
+            return Err(Error::format(
+                format!("SEG with {bits} bits allocated ({seg_type}) is not supported"),
+                seg_path,
+            ));
         }
     };
     if bytes.len() < needed {
         return Err(Error::format(
-            format!("pixel data too short: {} bytes for {frames} frames of {cols}x{rows}", bytes.len()),
+            format!(
+                "pixel data too short: {} bytes for {frames} frames of {cols}x{rows}",
+                bytes.len()
+            ),
             seg_path,
         ));
     }
@@ -815,21 +1007,41 @@ pub fn load_seg(seg_path: &Path, reference: &ImageVolume, source: &SeriesInfo) -
     let mut by_uid: Option<HashMap<String, [f64; 3]>> = None;
     let (mut off_grid, mut outside, mut overlaps, mut unplaced) = (0usize, 0usize, 0usize, 0usize);
     for f in 0..frames {
-        let segment = fg_element(&obj, f, tags::SEGMENT_IDENTIFICATION_SEQUENCE, tags::REFERENCED_SEGMENT_NUMBER)
-            .and_then(|e| e.to_int::<i64>().ok())
-            .and_then(|n| u16::try_from(n).ok())
-            .ok_or_else(|| Error::format(format!("frame {f} has no ReferencedSegmentNumber"), seg_path))?;
+        let segment = fg_element(
+            &obj,
+            f,
+            tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+            tags::REFERENCED_SEGMENT_NUMBER,
+        )
+        .and_then(|e| e.to_int::<i64>().ok())
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or_else(|| {
+            Error::format(
+                format!("frame {f} has no ReferencedSegmentNumber"),
+                seg_path,
+            )
+        })?;
         let mut geom = frame_geometry(&obj, f);
         if geom.is_none() {
             // Fall back on the referenced source image's position, with the shared orientation and spacing.
-            let uid = fg_element(&obj, f, tags::DERIVATION_IMAGE_SEQUENCE, tags::SOURCE_IMAGE_SEQUENCE)
-                .and_then(|e| e.items())
-                .and_then(|it| it.first())
-                .and_then(|i| get_str(i, tags::REFERENCED_SOP_INSTANCE_UID));
+            let uid = fg_element(
+                &obj,
+                f,
+                tags::DERIVATION_IMAGE_SEQUENCE,
+                tags::SOURCE_IMAGE_SEQUENCE,
+            )
+            .and_then(|e| e.items())
+            .and_then(|it| it.first())
+            .and_then(|i| get_str(i, tags::REFERENCED_SOP_INSTANCE_UID));
             let map = by_uid.get_or_insert_with(|| source_positions(source));
             if let (Some(ipp), Some(iop), Some(ps)) = (
                 uid.and_then(|u| map.get(&u).copied()),
-                fg_f64s(&obj, f, tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT),
+                fg_f64s(
+                    &obj,
+                    f,
+                    tags::PLANE_ORIENTATION_SEQUENCE,
+                    tags::IMAGE_ORIENTATION_PATIENT,
+                ),
                 fg_f64s(&obj, f, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING),
             ) && iop.len() >= 6
                 && ps.len() >= 2
@@ -858,14 +1070,26 @@ pub fn load_seg(seg_path: &Path, reference: &ImageVolume, source: &SeriesInfo) -
             let lps: [f64; 3] = std::array::from_fn(|a| p0[a] + c * dx * row[a] + r * dy * col[a]);
             let ijk = ijk_from_ras.apply([-lps[0], -lps[1], lps[2]]);
             let rounded = ijk.map(|v| v.round());
-            if ijk.iter().zip(rounded.iter()).any(|(v, r)| (v - r).abs() > 0.1) {
+            if ijk
+                .iter()
+                .zip(rounded.iter())
+                .any(|(v, r)| (v - r).abs() > 0.1)
+            {
                 off_grid += 1;
             }
-            if rounded.iter().zip(reference.dims.iter()).any(|(&v, &d)| v < 0.0 || v >= d as f64) {
+            if rounded
+                .iter()
+                .zip(reference.dims.iter())
+                .any(|(&v, &d)| v < 0.0 || v >= d as f64)
+            {
                 outside += 1;
                 continue;
             }
-            let idx = labels.index(rounded[0] as usize, rounded[1] as usize, rounded[2] as usize);
+            let idx = labels.index(
+                rounded[0] as usize,
+                rounded[1] as usize,
+                rounded[2] as usize,
+            );
             let old = labels.data[idx];
             if old != 0 && old != segment {
                 overlaps += 1;
@@ -874,172 +1098,28 @@ pub fn load_seg(seg_path: &Path, reference: &ImageVolume, source: &SeriesInfo) -
         }
     }
     if unplaced > 0 {
-        warnings.push(format!("{unplaced} of {frames} frames have no position and were skipped"));
+        warnings.push(format!(
+            "{unplaced} of {frames} frames have no position and were skipped"
+        ));
     }
     if off_grid > 0 {
-        warnings.push(format!("{off_grid} segment pixels lie off the image grid (nearest voxel used)"));
+        warnings.push(format!(
+            "{off_grid} segment pixels lie off the image grid (nearest voxel used)"
+        ));
     }
     if outside > 0 {
-        warnings.push(format!("{outside} segment pixels lie outside the image and were dropped"));
+        warnings.push(format!(
+            "{outside} segment pixels lie outside the image and were dropped"
+        ));
     }
     if overlaps > 0 {
-        warnings.push(format!("{overlaps} voxels belong to several segments (the higher number wins)"));
+        warnings.push(format!(
+            "{overlaps} voxels belong to several segments (the higher number wins)"
+        ));
     }
-    Ok(DicomSeg { labels, table, warnings })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn axial(z: f64) -> SliceGeometry {
-        SliceGeometry {
-            position_lps_mm: [-249.5, -437.5, z],
-            orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
-            pixel_spacing_mm: [0.75, 0.5],
-            thickness_mm: Some(2.0),
-        }
-    }
-
-    #[test]
-    fn sorts_by_position_not_input_order() {
-        let zs = [4.0, -2.0, 0.0, 2.0, -4.0];
-        let slices: Vec<SliceGeometry> = zs.iter().map(|&z| axial(z)).collect();
-        let g = stack_geometry(&slices, None).unwrap();
-        assert_eq!(g.order, vec![4, 1, 2, 3, 0]);
-        assert!(g.warnings.is_empty(), "{:?}", g.warnings);
-        // LPS: i along +x with column spacing (0.5), j along +y with row spacing (0.75), k along +z by 2.
-        let want_lps = Affine([
-            [0.5, 0.0, 0.0, -249.5],
-            [0.0, 0.75, 0.0, -437.5],
-            [0.0, 0.0, 2.0, -4.0],
-            [0.0, 0.0, 0.0, 1.0],
-        ]);
-        assert!(g.lps_from_ijk.max_abs_diff(&want_lps) < 1e-12);
-        let want_ras = Affine([
-            [-0.5, 0.0, 0.0, 249.5],
-            [0.0, -0.75, 0.0, 437.5],
-            [0.0, 0.0, 2.0, -4.0],
-            [0.0, 0.0, 0.0, 1.0],
-        ]);
-        assert!(g.ras_from_ijk.max_abs_diff(&want_ras) < 1e-12);
-        assert_eq!(g.ras_from_ijk.orientation_code(), ['L', 'P', 'S']);
-    }
-
-    #[test]
-    fn oblique_and_reversed_normal() {
-        // Sagittal-ish: rows along -y (anterior), columns along -z; normal = row x col.
-        let (s, c) = (0.3f64.sin(), 0.3f64.cos());
-        let row = [0.0, c, s];
-        let col = [0.0, s, -c];
-        let normal = cross(row, col);
-        let slices: Vec<SliceGeometry> = [3usize, 0, 2, 1]
-            .iter()
-            .map(|&n| SliceGeometry {
-                position_lps_mm: std::array::from_fn(|a| 10.0 + 1.5 * n as f64 * normal[a]),
-                orientation: [row[0], row[1], row[2], col[0], col[1], col[2]],
-                pixel_spacing_mm: [1.0, 1.0],
-                thickness_mm: Some(1.5),
-            })
-            .collect();
-        let g = stack_geometry(&slices, None).unwrap();
-        assert_eq!(g.order, vec![1, 3, 2, 0]);
-        assert!((g.slice_step_mm - 1.5).abs() < 1e-12);
-        for a in 0..3 {
-            assert!((g.lps_from_ijk.0[a][2] - 1.5 * normal[a]).abs() < 1e-12);
-        }
-        assert!(g.warnings.is_empty(), "{:?}", g.warnings);
-        // Voxel (i, j, k) maps to IPP_k + i * row + j * col.
-        let p = g.lps_from_ijk.apply([2.0, 3.0, 1.0]);
-        for a in 0..3 {
-            let want = 10.0 + 1.5 * normal[a] + 2.0 * row[a] + 3.0 * col[a];
-            assert!((p[a] - want).abs() < 1e-9);
-        }
-    }
-
-    #[test]
-    fn warns_on_irregular_spacing_and_thickness() {
-        let slices: Vec<SliceGeometry> = [0.0, 2.0, 4.0, 7.0].iter().map(|&z| axial(z)).collect();
-        let g = stack_geometry(&slices, None).unwrap();
-        assert!(g.warnings.iter().any(|w| w.contains("irregular")), "{:?}", g.warnings);
-        let mut slices: Vec<SliceGeometry> = [0.0, 2.0, 4.0].iter().map(|&z| axial(z)).collect();
-        for s in &mut slices {
-            s.thickness_mm = Some(3.0);
-        }
-        let g = stack_geometry(&slices, None).unwrap();
-        assert_eq!(g.warnings.len(), 1);
-        assert!(g.warnings[0].contains("SliceThickness 3"), "{:?}", g.warnings);
-        assert!((g.slice_step_mm - 2.0).abs() < 1e-12);
-        // 0.5 % off: no warning.
-        let slices: Vec<SliceGeometry> = [0.0, 2.0, 4.01, 6.0].iter().map(|&z| axial(z)).collect();
-        assert!(stack_geometry(&slices, None).unwrap().warnings.is_empty());
-    }
-
-    #[test]
-    fn rejects_mixed_series() {
-        let slices: Vec<SliceGeometry> = [0.0, 2.0, 2.0, 4.0].iter().map(|&z| axial(z)).collect();
-        let e = stack_geometry(&slices, None).unwrap_err();
-        assert!(e.contains("share a position"), "{e}");
-        let mut slices: Vec<SliceGeometry> = [0.0, 2.0].iter().map(|&z| axial(z)).collect();
-        slices[1].orientation = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0];
-        assert!(stack_geometry(&slices, None).unwrap_err().contains("orientations"));
-        let mut slices: Vec<SliceGeometry> = [0.0, 2.0].iter().map(|&z| axial(z)).collect();
-        slices[1].pixel_spacing_mm = [0.8, 0.5];
-        assert!(stack_geometry(&slices, None).unwrap_err().contains("pixel spacings"));
-        assert!(stack_geometry(&[], None).is_err());
-        let mut bad = axial(0.0);
-        bad.orientation = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
-        assert!(stack_geometry(&[bad], None).is_err());
-    }
-
-    #[test]
-    fn single_slice_uses_spacing_between_slices() {
-        let g = stack_geometry(&[axial(5.0)], Some(1.25)).unwrap();
-        assert!((g.lps_from_ijk.0[2][2] - 1.25).abs() < 1e-12);
-        let g = stack_geometry(&[axial(5.0)], None).unwrap();
-        assert!((g.lps_from_ijk.0[2][2] - 2.0).abs() < 1e-12); // falls back on the thickness
-    }
-
-    #[test]
-    fn gantry_tilt_is_kept_as_shear() {
-        let slices: Vec<SliceGeometry> = (0..4)
-            .map(|n| {
-                let mut s = axial(n as f64 * 2.0);
-                s.position_lps_mm[1] += 0.2 * n as f64;
-                s
-            })
-            .collect();
-        let g = stack_geometry(&slices, None).unwrap();
-        assert!(g.warnings.iter().any(|w| w.contains("sheared")), "{:?}", g.warnings);
-        let last = g.lps_from_ijk.apply([0.0, 0.0, 3.0]);
-        assert!((last[1] - (-437.5 + 0.6)).abs() < 1e-9 && (last[2] - 6.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn assemble_transposes_rows_and_columns() {
-        // 2 rows x 3 columns, 2 slices given in reverse order.
-        let mk = |base: f32| DecodedSlice {
-            geometry: None,
-            pixels: (0..6).map(|v| base + v as f32).collect(),
-            rows: 2,
-            cols: 3,
-            spacing_between_mm: None,
-            source: PathBuf::new(),
-        };
-        let slices = vec![mk(100.0), mk(0.0)];
-        let data = assemble(&slices, &[1, 0], 2, 3);
-        let v = Volume::new(data, [3, 2, 2], Affine::identity()).unwrap();
-        // voxel (i = column 2, j = row 1, k = 0) is pixel [1][2] of slice 1.
-        assert_eq!(v.get(2, 1, 0), Some(5.0));
-        assert_eq!(v.get(0, 1, 1), Some(103.0));
-        assert_eq!(v.get(1, 0, 1), Some(101.0));
-    }
-
-    #[test]
-    fn lab_colours() {
-        // DICOM white (L = 100, a = b = 0) and a red.
-        assert_eq!(dicom_lab_to_srgb(&[65535.0, 32896.0, 32896.0]), Some([255, 255, 255]));
-        let red = dicom_lab_to_srgb(&[35000.0, 53000.0, 45000.0]).unwrap();
-        assert!(red[0] > 150 && red[1] < 100, "{red:?}");
-    }
+    Ok(DicomSeg {
+        labels,
+        table,
+        warnings,
+    })
 }
