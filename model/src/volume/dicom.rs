@@ -229,7 +229,7 @@ pub fn stack_geometry(
         let max_gap = gaps.iter().copied().fold(0.0, f64::max);
         let last = slices[order[n - 1]].position_lps_mm;
         let step = (proj[order[n - 1]] - proj[order[0]]) / (n - 1) as f64;
-        if !(min_gap > 1e-3 * step.max(1e-3)) || !(step > 1e-4) {
+        if min_gap.is_nan() || min_gap <= 1e-3 * step.max(1e-3) || step.is_nan() || step <= 1e-4 {
             let dup = gaps.iter().filter(|g| **g <= 1e-3 * step.max(1e-3)).count();
             return Err(format!(
                 "{} of {n} slices share a position with another slice: several series, echoes or time points \
@@ -527,17 +527,12 @@ pub fn scan_series(path: &Path) -> Result<Vec<SeriesInfo>> {
     collect_files(path, &mut files)?;
     let headers: Vec<FileHeader> = files
         .par_iter()
-        .filter_map(|p| match read_file_header(p) {
-            Ok(h) => h,
-            Err(_) if files.len() > 1 => None, // a non-DICOM file in a folder: skip it
-            Err(_) => None,
-        })
+        // A file that is not DICOM (a licence, a NIfTI) is skipped.
+        .filter_map(|p| read_file_header(p).ok().flatten())
         .collect();
     if headers.is_empty() && files.len() == 1 {
         // A single file that is not a DICOM image: say why.
-        if let Err(e) = read_file_header(&files[0]) {
-            return Err(e);
-        }
+        read_file_header(&files[0])?;
     }
     let mut groups: BTreeMap<String, Vec<FileHeader>> = BTreeMap::new();
     for h in headers {
