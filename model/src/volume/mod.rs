@@ -5,6 +5,7 @@
 //! (C order over the NIfTI indices), so a volume is directly the `[1, 1, X, Y, Z]` tensor MONAI builds from a
 //! NIfTI file (`dim2 = i`, `dim4 = k`). `ras_from_ijk` maps voxel indices to RAS millimetres, as nibabel's affine.
 
+pub mod dicom;
 pub mod geometry;
 pub mod labels;
 
