@@ -11,9 +11,9 @@
 use super::sliding_window::SlidingWindowConfig;
 use crate::volume::LabelTable;
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use crate::nets::{AnyNet, NetConfig, checkpoint};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -84,8 +84,8 @@ pub struct BundleMeta {
     pub format_version: u32,
     /// A short name ("LoGoNet-S BTCV").
     pub name: String,
-    /// The network configuration as `crate::nets::NetConfig` JSON (`{"arch": "logonet", ...}`).
-    pub net: serde_json::Value,
+    /// The network configuration (`{"arch": "logonet", ...}`).
+    pub net: NetConfig,
     /// Label names and colours (background, value 0, not listed).
     pub labels: LabelTable,
     /// Preprocessing recipe.
@@ -142,74 +142,48 @@ impl Bundle {
         crate::error::write_atomic(&resolve_path(path), &bytes)
     }
 
-    /// The bundle as safetensors bytes.
+    /// The bundle as safetensors bytes: a `nets::checkpoint` file (config under `logonet.config`) plus the
+    /// bundle description under [`META_KEY`].
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let json = serde_json::to_string(&self.meta)
             .map_err(|e| Error::invalid("Bundle::save", format!("cannot encode metadata: {e}")))?;
-        let mut views = Vec::with_capacity(self.tensors.len());
-        for (name, t) in &self.tensors {
-            views.push((name.clone(), RawView::new(t)?));
-        }
-        views.sort_by(|a, b| a.0.cmp(&b.0));
-        safetensors::serialize(views, Some(HashMap::from([(META_KEY.to_string(), json)])))
-            .map_err(|e| Error::invalid("Bundle::save", format!("cannot serialise tensors: {e}")))
+        let tensors = self.tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        checkpoint::to_safetensors_bytes(&tensors, &self.meta.net, &HashMap::from([(META_KEY.to_string(), json)]))
     }
 
-    /// Builds a bundle from a reference state dict in a `.safetensors` file (PyTorch names).
-    pub fn from_state_dict_file(state_dict: &Path, meta: BundleMeta) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(state_dict, &Device::Cpu)
-            .map_err(|e| Error::format(format!("cannot read state dict ({e})"), state_dict))?;
-        Ok(Self { meta, tensors })
+    /// Imports a reference PyTorch state dict (`.pt/.pth` or `.safetensors`, reference key names) or one of our
+    /// checkpoints as a bundle, with the architecture read from the metadata or inferred from the tensors, and
+    /// the paper's BTCV CT recipe, labels and sliding-window settings (edit `meta` before saving to change them).
+    pub fn import_checkpoint(path: &Path, name: &str) -> Result<Self> {
+        let tensors = checkpoint::read_state_dict(path)?;
+        let net = match checkpoint::read_config(path)? {
+            Some(c) => c,
+            None => checkpoint::infer_config(&tensors).map_err(|e| Error::format(e.to_string(), path))?,
+        };
+        let meta = BundleMeta {
+            format_version: FORMAT_VERSION,
+            name: name.to_string(),
+            net,
+            labels: LabelTable::btcv(),
+            preprocess: Preprocess::btcv_ct(),
+            sliding_window: SlidingWindowConfig::default(),
+            notes: format!("imported from {}", path.display()),
+        };
+        let bundle = Self { meta, tensors };
+        // Fail now, not at inference time, if the tensors do not fit the network.
+        bundle.build_net(&Device::Cpu).map_err(|e| Error::format(e.to_string(), path))?;
+        Ok(bundle)
+    }
+
+    /// Builds the network with the bundle's weights on `device` (every variable must be present).
+    pub fn build_net(&self, device: &Device) -> Result<AnyNet> {
+        let loaded = checkpoint::new_net(&self.meta.net, device)?;
+        checkpoint::load_into_varmap(&loaded.varmap, &self.tensors, true)?;
+        Ok(loaded.net)
     }
 
     /// Number of classes the network predicts (background included), from the label table.
     pub fn num_classes(&self) -> usize {
         self.meta.labels.labels.iter().map(|l| l.value as usize).max().unwrap_or(0) + 1
-    }
-}
-
-/// A tensor's bytes for `safetensors::serialize`.
-struct RawView {
-    dtype: safetensors::Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl RawView {
-    fn new(t: &Tensor) -> Result<Self> {
-        let shape = t.dims().to_vec();
-        let t = t.to_device(&Device::Cpu)?.flatten_all()?;
-        let (dtype, bytes): (safetensors::Dtype, Vec<u8>) = match t.dtype() {
-            DType::F32 => (safetensors::Dtype::F32, t.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            DType::F64 => (safetensors::Dtype::F64, t.to_vec1::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            DType::I64 => (safetensors::Dtype::I64, t.to_vec1::<i64>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            DType::U32 => (safetensors::Dtype::U32, t.to_vec1::<u32>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            DType::U8 => (safetensors::Dtype::U8, t.to_vec1::<u8>()?),
-            DType::F16 => (
-                safetensors::Dtype::F16,
-                t.to_vec1::<half::f16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
-            DType::BF16 => (
-                safetensors::Dtype::BF16,
-                t.to_vec1::<half::bf16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
-            other => return Err(Error::invalid("Bundle::save", format!("unsupported dtype {other:?}"))),
-        };
-        Ok(Self { dtype, shape, bytes })
-    }
-}
-
-impl safetensors::View for RawView {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
     }
 }

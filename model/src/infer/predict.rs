@@ -3,7 +3,8 @@
 //! the inverse geometry (nearest-neighbour back to the input grid), so the label map can be saved with the
 //! input's affine.
 
-use super::bundle::{Intensity, Preprocess};
+use super::bundle::{Bundle, Intensity, Preprocess};
+use crate::nets::SegmentationNet as _;
 use super::sliding_window::{SlidingWindowConfig, sliding_window_argmax};
 use crate::job::{CancelToken, Progress, ProgressEvent};
 use crate::volume::{Affine, ImageVolume, LabelVolume, Volume};
@@ -220,4 +221,16 @@ where
     let out = resample_labels_nearest(&labels, volume.dims, &volume.ras_from_ijk)?;
     progress.report(ProgressEvent { stage: "postprocess".into(), done: 1, total: 1 });
     Ok(out)
+}
+
+/// Segments `volume` with a model bundle (see [`segment_with`]); the result lies on the input's grid.
+pub fn segment(
+    volume: &ImageVolume,
+    bundle: &Bundle,
+    options: &PredictOptions,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<LabelVolume> {
+    let net = bundle.build_net(&options.device)?;
+    segment_with(volume, &bundle.meta.preprocess, options, |x| net.forward_t(x, false), progress, cancel)
 }
