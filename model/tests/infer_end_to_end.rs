@@ -13,7 +13,12 @@ use logonet::volume::phantom::{PhantomConfig, phantom};
 use logonet::volume::{Affine, ImageVolume, LabelTable, Volume};
 
 fn small_phantom() -> (ImageVolume, logonet::volume::LabelVolume) {
-    phantom(&PhantomConfig { dims: [40, 36, 24], spacing_mm: [9.5, 9.5, 10.0], seed: 3, noise_hu: 0.0 })
+    phantom(&PhantomConfig {
+        dims: [40, 36, 24],
+        spacing_mm: [9.5, 9.5, 10.0],
+        seed: 3,
+        noise_hu: 0.0,
+    })
 }
 
 fn recipe(spacing: Option<[f64; 3]>) -> logonet::infer::Preprocess {
@@ -35,12 +40,16 @@ fn flip_ij<T: Copy>(v: &Volume<T>) -> Volume<T> {
     }
     let mut a = v.ras_from_ijk;
     let far = a.apply([(ni - 1) as f64, (nj - 1) as f64, 0.0]);
-    for r in 0..3 {
-        a.0[r][0] = -a.0[r][0];
-        a.0[r][1] = -a.0[r][1];
-        a.0[r][3] = far[r];
+    for (row, f) in a.0.iter_mut().zip(far) {
+        row[0] = -row[0];
+        row[1] = -row[1];
+        row[3] = f;
     }
-    Volume { data, dims: v.dims, ras_from_ijk: a }
+    Volume {
+        data,
+        dims: v.dims,
+        ras_from_ijk: a,
+    }
 }
 
 /// A "network" that labels voxels brighter than 0.5 (after intensity scaling) as 1.
@@ -51,7 +60,11 @@ fn threshold(x: &Tensor) -> logonet::Result<Tensor> {
 
 fn options(roi: usize) -> PredictOptions {
     PredictOptions {
-        sliding_window: SlidingWindowConfig { roi_size: [roi; 3], sw_batch_size: 2, ..Default::default() },
+        sliding_window: SlidingWindowConfig {
+            roi_size: [roi; 3],
+            sw_batch_size: 2,
+            ..Default::default()
+        },
         device: Device::Cpu,
     }
 }
@@ -60,26 +73,67 @@ fn options(roi: usize) -> PredictOptions {
 fn geometry_round_trips_through_preprocessing() {
     let (img, _) = small_phantom();
     // Without resampling, segmenting with a threshold equals thresholding the scaled input.
-    let labels = segment_with(&img, &recipe(None), &options(16), threshold, &NoProgress, &CancelToken::new()).unwrap();
+    let labels = segment_with(
+        &img,
+        &recipe(None),
+        &options(16),
+        threshold,
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
     assert_eq!(labels.dims, img.dims);
     assert_eq!(labels.ras_from_ijk, img.ras_from_ijk);
-    let want: Vec<u16> = img.data.iter().map(|&hu| u16::from((hu + 175.0) / 425.0 > 0.5)).collect();
+    let want: Vec<u16> = img
+        .data
+        .iter()
+        .map(|&hu| u16::from((hu + 175.0) / 425.0 > 0.5))
+        .collect();
     assert_eq!(labels.data, want);
     // An LPS copy gives the same labels at the same world positions, with resampling too.
     let lps = flip_ij(&img);
     assert_eq!(lps.ras_from_ijk.orientation_code(), ['L', 'P', 'S']);
     // Spacings chosen so that no voxel centre maps exactly halfway between two (ties may round either way).
     for spacing in [None, Some([7.3, 8.3, 12.7])] {
-        let a = segment_with(&img, &recipe(spacing), &options(16), threshold, &NoProgress, &CancelToken::new()).unwrap();
-        let b = segment_with(&lps, &recipe(spacing), &options(16), threshold, &NoProgress, &CancelToken::new()).unwrap();
+        let a = segment_with(
+            &img,
+            &recipe(spacing),
+            &options(16),
+            threshold,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        let b = segment_with(
+            &lps,
+            &recipe(spacing),
+            &options(16),
+            threshold,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
         assert_eq!(b.ras_from_ijk, lps.ras_from_ijk);
         assert_eq!(flip_ij(&b).data, a.data, "spacing {spacing:?}");
     }
     // The model grid is RAS at the recipe spacing, MONAI's shape rule.
     let g = model_grid(lps.dims, &lps.ras_from_ijk, &recipe(Some([7.0, 8.0, 12.0]))).unwrap();
-    assert!(g.ras_from_ijk.max_abs_diff(&model_grid(img.dims, &img.ras_from_ijk, &recipe(Some([7.0, 8.0, 12.0]))).unwrap().ras_from_ijk) < 1e-9);
+    assert!(
+        g.ras_from_ijk.max_abs_diff(
+            &model_grid(img.dims, &img.ras_from_ijk, &recipe(Some([7.0, 8.0, 12.0])))
+                .unwrap()
+                .ras_from_ijk
+        ) < 1e-9
+    );
     assert_eq!(Affine(g.ras_from_ijk.0).orientation_code(), ['R', 'A', 'S']);
-    assert_eq!(g.dims, [(39.0f64 * 9.5 / 7.0 + 1.0).round() as usize, (35.0f64 * 9.5 / 8.0 + 1.0).round() as usize, 20]);
+    assert_eq!(
+        g.dims,
+        [
+            (39.0f64 * 9.5 / 7.0 + 1.0).round() as usize,
+            (35.0f64 * 9.5 / 8.0 + 1.0).round() as usize,
+            20
+        ]
+    );
 }
 
 #[test]
@@ -87,8 +141,18 @@ fn phantom_to_bundle_to_segmentation_to_metrics() {
     let (img, gt) = small_phantom();
     let cfg = NetConfig::from_name("ulkanet-tiny").unwrap();
     let varmap = VarMap::new();
-    let _net = AnyNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-    let tensors = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let _net = AnyNet::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    let tensors = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
     let bundle = Bundle {
         meta: BundleMeta {
             format_version: logonet::infer::bundle::FORMAT_VERSION,
@@ -114,7 +178,10 @@ fn phantom_to_bundle_to_segmentation_to_metrics() {
     let loaded = Bundle::load(dir.path()).unwrap();
     assert_eq!(loaded.meta, bundle.meta);
     assert_eq!(loaded.tensors.len(), bundle.tensors.len());
-    let opts = PredictOptions { sliding_window: loaded.meta.sliding_window.clone(), device: Device::Cpu };
+    let opts = PredictOptions {
+        sliding_window: loaded.meta.sliding_window.clone(),
+        device: Device::Cpu,
+    };
     let labels = segment(&img, &loaded, &opts, &NoProgress, &CancelToken::new()).unwrap();
     assert_eq!(labels.dims, img.dims);
     assert_eq!(labels.ras_from_ijk, img.ras_from_ijk);
@@ -126,13 +193,32 @@ fn phantom_to_bundle_to_segmentation_to_metrics() {
     assert_eq!(back.dims, img.dims);
     assert!(back.ras_from_ijk.max_abs_diff(&img.ras_from_ijk) < 1e-4);
     assert_eq!(back.data, labels.data);
-    let table = evaluate(&back, &gt, &LabelTable::btcv(), &MetricsConfig::default(), &NoProgress, &CancelToken::new())
-        .unwrap();
+    let table = evaluate(
+        &back,
+        &gt,
+        &LabelTable::btcv(),
+        &MetricsConfig::default(),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
     assert_eq!(table.labels.len(), 13);
-    assert!(table.labels.iter().all(|l| l.dice.is_nan() || (0.0..=1.0).contains(&l.dice)));
+    assert!(
+        table
+            .labels
+            .iter()
+            .all(|l| l.dice.is_nan() || (0.0..=1.0).contains(&l.dice))
+    );
     // A phantom against itself: perfect scores.
-    let self_table =
-        evaluate(&gt, &gt, &LabelTable::btcv(), &MetricsConfig::default(), &NoProgress, &CancelToken::new()).unwrap();
+    let self_table = evaluate(
+        &gt,
+        &gt,
+        &LabelTable::btcv(),
+        &MetricsConfig::default(),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
     for l in &self_table.labels {
         if l.volume_gt_ml > 0.0 {
             assert_eq!((l.dice, l.hd95_mm, l.nsd), (1.0, 0.0, 1.0), "{}", l.name);

@@ -6,14 +6,20 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use logonet::infer::{Blend, SlidingWindowConfig, sliding_window_inference};
 use logonet::job::{CancelToken, NoProgress};
-use logonet::nets::{ulkanet, Ulkanet};
+use logonet::nets::{Ulkanet, ulkanet};
 
 fn fixtures() -> (std::collections::HashMap<String, Tensor>, Ulkanet) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
-    let io = candle_core::safetensors::load(format!("{root}/pipeline/sliding_window.io.safetensors"), &Device::Cpu)
-        .expect("io fixture");
-    let w = candle_core::safetensors::load(format!("{root}/reference/ulkanet_tiny.weights.safetensors"), &Device::Cpu)
-        .expect("weights");
+    let io = candle_core::safetensors::load(
+        format!("{root}/pipeline/sliding_window.io.safetensors"),
+        &Device::Cpu,
+    )
+    .expect("io fixture");
+    let w = candle_core::safetensors::load(
+        format!("{root}/reference/ulkanet_tiny.weights.safetensors"),
+        &Device::Cpu,
+    )
+    .expect("weights");
     let vb = VarBuilder::from_tensors(w, DType::F32, &Device::Cpu);
     let net = Ulkanet::new(&ulkanet::Config::tiny(), vb).expect("ulkanet tiny");
     (io, net)
@@ -25,7 +31,11 @@ fn sliding_window_matches_monai_on_tiny_ulkanet() {
     let x = &io["input.x"];
     for (key, overlap, blend) in [
         ("constant_ov050", 0.5, Blend::Constant),
-        ("gaussian_ov050", 0.5, Blend::Gaussian { sigma_scale: 0.125 }),
+        (
+            "gaussian_ov050",
+            0.5,
+            Blend::Gaussian { sigma_scale: 0.125 },
+        ),
         ("constant_ov025", 0.25, Blend::Constant),
     ] {
         let cfg = SlidingWindowConfig {
@@ -36,11 +46,24 @@ fn sliding_window_matches_monai_on_tiny_ulkanet() {
             padding_value: 0.0,
             tta_mirror: false,
         };
-        let got = sliding_window_inference(x, &cfg, |b: &Tensor| net.forward_t(b, false), &NoProgress, &CancelToken::new())
-            .expect("inference");
+        let got = sliding_window_inference(
+            x,
+            &cfg,
+            |b: &Tensor| net.forward_t(b, false),
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .expect("inference");
         let want = &io[&format!("output.{key}")];
         assert_eq!(got.dims(), want.dims());
-        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff <= 1e-5, "{key}: max abs diff {diff}");
     }
 }

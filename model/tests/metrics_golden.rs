@@ -11,7 +11,10 @@ use std::collections::HashMap;
 const DIMS: [usize; 3] = [48, 40, 32];
 
 fn fixture() -> HashMap<String, Tensor> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/pipeline/metrics.io.safetensors");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/pipeline/metrics.io.safetensors"
+    );
     candle_core::safetensors::load(path, &candle_core::Device::Cpu).expect("fixture")
 }
 
@@ -23,7 +26,9 @@ fn f32_2d(t: &HashMap<String, Tensor>, k: &str) -> Vec<Vec<f32>> {
 fn maps(t: &HashMap<String, Tensor>, k: &str) -> Vec<Vec<u16>> {
     let v: Vec<u8> = t[k].flatten_all().unwrap().to_vec1().unwrap();
     let n = DIMS.iter().product::<usize>();
-    (0..2).map(|b| v[b * n..(b + 1) * n].iter().map(|&x| x as u16).collect()).collect()
+    (0..2)
+        .map(|b| v[b * n..(b + 1) * n].iter().map(|&x| x as u16).collect())
+        .collect()
 }
 
 #[track_caller]
@@ -60,25 +65,53 @@ fn metrics_match_monai() {
         let stats = PairStats::compute(&pred[b], &gt[b], DIMS);
         for c in 0..4u16 {
             let n = stats.counts(c);
-            close(metrics::volume_ml(n.gt, spacing), vol_gt[b][c as usize], &format!("vol gt {b} {c}"));
-            close(metrics::volume_ml(n.pred, spacing), vol_pred[b][c as usize], &format!("vol pred {b} {c}"));
+            close(
+                metrics::volume_ml(n.gt, spacing),
+                vol_gt[b][c as usize],
+                &format!("vol gt {b} {c}"),
+            );
+            close(
+                metrics::volume_ml(n.pred, spacing),
+                vol_pred[b][c as usize],
+                &format!("vol pred {b} {c}"),
+            );
         }
         let (mut row_d, mut row_h, mut row_n) = (vec![], vec![], vec![]);
         for c in 1..4u16 {
             let col = c as usize - 1;
             let n = stats.counts(c);
             close(n.dice(true), dice[b][col], &format!("dice {b} {c}"));
-            close(n.dice(false), dice_ie[b][col], &format!("dice ignore_empty=False {b} {c}"));
+            close(
+                n.dice(false),
+                dice_ie[b][col],
+                &format!("dice ignore_empty=False {b} {c}"),
+            );
             let bbox = Some(stats.union_box(c));
             let d = metrics::label_surface_distances(&pred[b], &gt[b], DIMS, c, spacing, bbox);
             let full = metrics::label_surface_distances(&pred[b], &gt[b], DIMS, c, spacing, None);
             assert_eq!(d, full, "cropping must not change the distances");
-            close(d.hausdorff_mm(Some(95.0)), hd95[b][col], &format!("hd95 {b} {c}"));
-            close(d.hausdorff_mm(None), hd100[b][col], &format!("hd100 {b} {c}"));
+            close(
+                d.hausdorff_mm(Some(95.0)),
+                hd95[b][col],
+                &format!("hd95 {b} {c}"),
+            );
+            close(
+                d.hausdorff_mm(None),
+                hd100[b][col],
+                &format!("hd100 {b} {c}"),
+            );
             close(d.surface_dice(1.0), nsd[b][col], &format!("nsd {b} {c}"));
-            close(d.surface_dice(3.0), nsd3[b][col], &format!("nsd tau3 {b} {c}"));
+            close(
+                d.surface_dice(3.0),
+                nsd3[b][col],
+                &format!("nsd tau3 {b} {c}"),
+            );
             let du = metrics::label_surface_distances(&pred[b], &gt[b], DIMS, c, [1.0; 3], bbox);
-            close(du.hausdorff_mm(Some(95.0)), hd95_unit[b][col], &format!("hd95 unit spacing {b} {c}"));
+            close(
+                du.hausdorff_mm(Some(95.0)),
+                hd95_unit[b][col],
+                &format!("hd95 unit spacing {b} {c}"),
+            );
             row_d.push(n.dice(true));
             row_h.push(d.hausdorff_mm(Some(95.0)));
             row_n.push(d.surface_dice(1.0));
@@ -88,9 +121,21 @@ fn metrics_match_monai() {
         all_nsd.push(row_n);
     }
     let scalar = |k: &str| t[k].to_vec1::<f32>().unwrap()[0];
-    close(metrics::mean_reduction(&all_dice), scalar("output.dice_mean"), "dice mean");
-    close(metrics::mean_reduction(&all_hd95), scalar("output.hd95_mean"), "hd95 mean");
-    close(metrics::mean_reduction(&all_nsd), scalar("output.nsd_mean"), "nsd mean");
+    close(
+        metrics::mean_reduction(&all_dice),
+        scalar("output.dice_mean"),
+        "dice mean",
+    );
+    close(
+        metrics::mean_reduction(&all_hd95),
+        scalar("output.hd95_mean"),
+        "hd95 mean",
+    );
+    close(
+        metrics::mean_reduction(&all_nsd),
+        scalar("output.nsd_mean"),
+        "nsd mean",
+    );
 }
 
 #[test]
@@ -98,11 +143,18 @@ fn edges_match_monai() {
     let t = fixture();
     let pred = maps(&t, "input.pred");
     let gt = maps(&t, "input.label");
-    for (map, key) in [(&pred[0], "debug.edges_pred_item0_class1"), (&gt[0], "debug.edges_gt_item0_class1")] {
+    for (map, key) in [
+        (&pred[0], "debug.edges_pred_item0_class1"),
+        (&gt[0], "debug.edges_gt_item0_class1"),
+    ] {
         let mask: Vec<bool> = map.iter().map(|&v| v == 1).collect();
         let want: Vec<u8> = t[key].flatten_all().unwrap().to_vec1().unwrap();
         let got = metrics::mask_edges(&mask, DIMS);
-        let mismatches = got.iter().zip(&want).filter(|(g, w)| **g != (**w != 0)).count();
+        let mismatches = got
+            .iter()
+            .zip(&want)
+            .filter(|(g, w)| **g != (**w != 0))
+            .count();
         assert_eq!(mismatches, 0, "{key}");
         assert!(want.iter().any(|&w| w != 0));
     }
@@ -112,12 +164,23 @@ fn edges_match_monai() {
 fn evaluate_table_matches_item0() {
     let t = fixture();
     let spacing: Vec<f64> = t["input.spacing"].to_vec1().unwrap();
-    let affine = Affine::from_spacing_origin([spacing[0], spacing[1], spacing[2]], [10.0, -20.0, 5.0]);
+    let affine =
+        Affine::from_spacing_origin([spacing[0], spacing[1], spacing[2]], [10.0, -20.0, 5.0]);
     let pred = Volume::new(maps(&t, "input.pred").swap_remove(0), DIMS, affine).unwrap();
     let gt = Volume::new(maps(&t, "input.label").swap_remove(0), DIMS, affine).unwrap();
-    let cfg = MetricsConfig { labels: Some(vec![1, 2, 3]), ..Default::default() };
-    let table =
-        metrics::evaluate(&pred, &gt, &LabelTable::numbered(3), &cfg, &NoProgress, &CancelToken::new()).unwrap();
+    let cfg = MetricsConfig {
+        labels: Some(vec![1, 2, 3]),
+        ..Default::default()
+    };
+    let table = metrics::evaluate(
+        &pred,
+        &gt,
+        &LabelTable::numbered(3),
+        &cfg,
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
     let dice = f32_2d(&t, "output.dice");
     let hd95 = f32_2d(&t, "output.hd95");
     let nsd = f32_2d(&t, "output.nsd");
@@ -128,7 +191,11 @@ fn evaluate_table_matches_item0() {
         close(row.nsd, nsd[0][col], "table nsd");
     }
     // Item-0 means: nan entries skipped.
-    close(table.mean_dice, ((dice[0][0] + dice[0][1]) / 2.0) as f32, "table mean dice");
+    close(
+        table.mean_dice,
+        (dice[0][0] + dice[0][1]) / 2.0,
+        "table mean dice",
+    );
     close(table.mean_hd95_mm, hd95[0][0], "table mean hd95");
     assert!(table.to_text().contains("mean"));
     // Default config: background excluded, labels from the table and the maps.
@@ -136,17 +203,26 @@ fn evaluate_table_matches_item0() {
         &pred,
         &gt,
         &LabelTable::numbered(3),
-        &MetricsConfig { surface: false, ..Default::default() },
+        &MetricsConfig {
+            surface: false,
+            ..Default::default()
+        },
         &NoProgress,
         &CancelToken::new(),
     )
     .unwrap();
-    assert_eq!(table.labels.iter().map(|l| l.value).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        table.labels.iter().map(|l| l.value).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
 }
 
 #[test]
 fn mean_reduction_is_monai() {
     assert_eq!(metrics::mean_reduction(&[vec![f64::NAN, f64::NAN]]), 0.0);
-    assert_eq!(metrics::mean_reduction(&[vec![1.0, f64::NAN], vec![f64::NAN], vec![2.0, 4.0]]), 2.0);
+    assert_eq!(
+        metrics::mean_reduction(&[vec![1.0, f64::NAN], vec![f64::NAN], vec![2.0, 4.0]]),
+        2.0
+    );
     assert!(metrics::mean_reduction(&[vec![1.0, f64::INFINITY]]).is_infinite());
 }

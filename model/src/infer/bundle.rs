@@ -9,9 +9,9 @@
 //! A directory holding `model.safetensors` is accepted wherever a bundle path is.
 
 use super::sliding_window::SlidingWindowConfig;
+use crate::nets::{AnyNet, NetConfig, checkpoint};
 use crate::volume::LabelTable;
 use crate::{Error, Result};
-use crate::nets::{AnyNet, NetConfig, checkpoint};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -67,13 +67,23 @@ impl Preprocess {
         Self {
             orientation: "RAS".into(),
             spacing_mm: Some([1.5, 1.5, 2.0]),
-            intensity: Intensity::ScaleRange { a_min: -175.0, a_max: 250.0, b_min: 0.0, b_max: 1.0, clip: true },
+            intensity: Intensity::ScaleRange {
+                a_min: -175.0,
+                a_max: 250.0,
+                b_min: 0.0,
+                b_max: 1.0,
+                clip: true,
+            },
         }
     }
 
     /// An MRI recipe: RAS, the given spacing, z-score on non-zero voxels.
     pub fn mri(spacing_mm: Option<[f64; 3]>) -> Self {
-        Self { orientation: "RAS".into(), spacing_mm, intensity: Intensity::ZScore { nonzero: true } }
+        Self {
+            orientation: "RAS".into(),
+            spacing_mm,
+            intensity: Intensity::ZScore { nonzero: true },
+        }
     }
 }
 
@@ -108,26 +118,39 @@ pub struct Bundle {
 
 /// Resolves a bundle path: a file, or a directory containing `model.safetensors`.
 pub fn resolve_path(path: &Path) -> PathBuf {
-    if path.is_dir() { path.join("model.safetensors") } else { path.to_path_buf() }
+    if path.is_dir() {
+        path.join("model.safetensors")
+    } else {
+        path.to_path_buf()
+    }
 }
 
 impl Bundle {
     /// Reads a bundle.
     pub fn load(path: &Path) -> Result<Self> {
         let path = resolve_path(path);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read model bundle", e, &path))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| Error::io("cannot read model bundle", e, &path))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| Error::format(format!("not a safetensors file ({e})"), &path))?;
         let json = header
             .metadata()
             .as_ref()
             .and_then(|m| m.get(META_KEY))
-            .ok_or_else(|| Error::format(format!("no '{META_KEY}' metadata: not a LoGoNet bundle"), &path))?;
-        let meta: BundleMeta =
-            serde_json::from_str(json).map_err(|e| Error::format(format!("bad bundle metadata ({e})"), &path))?;
+            .ok_or_else(|| {
+                Error::format(
+                    format!("no '{META_KEY}' metadata: not a LoGoNet bundle"),
+                    &path,
+                )
+            })?;
+        let meta: BundleMeta = serde_json::from_str(json)
+            .map_err(|e| Error::format(format!("bad bundle metadata ({e})"), &path))?;
         if meta.format_version > FORMAT_VERSION {
             return Err(Error::format(
-                format!("bundle format {} is newer than this program ({FORMAT_VERSION})", meta.format_version),
+                format!(
+                    "bundle format {} is newer than this program ({FORMAT_VERSION})",
+                    meta.format_version
+                ),
                 &path,
             ));
         }
@@ -147,8 +170,16 @@ impl Bundle {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let json = serde_json::to_string(&self.meta)
             .map_err(|e| Error::invalid("Bundle::save", format!("cannot encode metadata: {e}")))?;
-        let tensors = self.tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        checkpoint::to_safetensors_bytes(&tensors, &self.meta.net, &HashMap::from([(META_KEY.to_string(), json)]))
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        checkpoint::to_safetensors_bytes(
+            &tensors,
+            &self.meta.net,
+            &HashMap::from([(META_KEY.to_string(), json)]),
+        )
     }
 
     /// Imports a reference PyTorch state dict (`.pt/.pth` or `.safetensors`, reference key names) or one of our
@@ -158,7 +189,8 @@ impl Bundle {
         let tensors = checkpoint::read_state_dict(path)?;
         let net = match checkpoint::read_config(path)? {
             Some(c) => c,
-            None => checkpoint::infer_config(&tensors).map_err(|e| Error::format(e.to_string(), path))?,
+            None => checkpoint::infer_config(&tensors)
+                .map_err(|e| Error::format(e.to_string(), path))?,
         };
         let meta = BundleMeta {
             format_version: FORMAT_VERSION,
@@ -171,7 +203,9 @@ impl Bundle {
         };
         let bundle = Self { meta, tensors };
         // Fail now, not at inference time, if the tensors do not fit the network.
-        bundle.build_net(&Device::Cpu).map_err(|e| Error::format(e.to_string(), path))?;
+        bundle
+            .build_net(&Device::Cpu)
+            .map_err(|e| Error::format(e.to_string(), path))?;
         Ok(bundle)
     }
 
@@ -184,6 +218,13 @@ impl Bundle {
 
     /// Number of classes the network predicts (background included), from the label table.
     pub fn num_classes(&self) -> usize {
-        self.meta.labels.labels.iter().map(|l| l.value as usize).max().unwrap_or(0) + 1
+        self.meta
+            .labels
+            .labels
+            .iter()
+            .map(|l| l.value as usize)
+            .max()
+            .unwrap_or(0)
+            + 1
     }
 }

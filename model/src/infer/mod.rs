@@ -12,5 +12,6 @@ pub mod sliding_window;
 pub use bundle::{Bundle, BundleMeta, Intensity, Preprocess};
 pub use predict::{PredictOptions, segment_with};
 pub use sliding_window::{
-    Blend, SlidingWindowConfig, WindowPlan, importance_map, sliding_window_argmax, sliding_window_inference,
+    Blend, SlidingWindowConfig, WindowPlan, importance_map, sliding_window_argmax,
+    sliding_window_inference,
 };

@@ -3,10 +3,13 @@
 //! the inverse geometry (nearest-neighbour back to the input grid), so the label map can be saved with the
 //! input's affine.
 
+// Small fixed-size geometry loops read best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 use super::bundle::{Bundle, Intensity, Preprocess};
-use crate::nets::SegmentationNet as _;
 use super::sliding_window::{SlidingWindowConfig, sliding_window_argmax};
 use crate::job::{CancelToken, Progress, ProgressEvent};
+use crate::nets::SegmentationNet as _;
 use crate::volume::{Affine, ImageVolume, LabelVolume, Volume};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -34,9 +37,13 @@ pub struct ModelGrid {
 /// non-degenerate affines: each output axis takes the input axis that points most along it).
 fn ras_axes(a: &Affine) -> Result<[(usize, bool); 3]> {
     let m = &a.0;
-    let norm: [f64; 3] = std::array::from_fn(|c| (0..3).map(|r| m[r][c] * m[r][c]).sum::<f64>().sqrt());
-    if norm.iter().any(|&n| !(n > 0.0)) {
-        return Err(Error::invalid("predict", "the volume's affine is degenerate"));
+    let norm: [f64; 3] =
+        std::array::from_fn(|c| (0..3).map(|r| m[r][c] * m[r][c]).sum::<f64>().sqrt());
+    if norm.iter().any(|&n| n.is_nan() || n <= 0.0) {
+        return Err(Error::invalid(
+            "predict",
+            "the volume's affine is degenerate",
+        ));
     }
     let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
     for c in 0..3 {
@@ -58,9 +65,19 @@ fn ras_axes(a: &Affine) -> Result<[(usize, bool); 3]> {
 
 /// The network's grid for an input grid: MONAI `Orientationd("RAS")` then `Spacingd(pixdim)` (same origin as
 /// the oriented image, shape `round((n − 1)·spacing/pixdim + 1)` per axis, half to even).
-pub fn model_grid(dims: [usize; 3], ras_from_ijk: &Affine, recipe: &Preprocess) -> Result<ModelGrid> {
-    if recipe.orientation.to_ascii_uppercase() != "RAS" {
-        return Err(Error::invalid("predict", format!("orientation '{}' is not supported (RAS only)", recipe.orientation)));
+pub fn model_grid(
+    dims: [usize; 3],
+    ras_from_ijk: &Affine,
+    recipe: &Preprocess,
+) -> Result<ModelGrid> {
+    if !recipe.orientation.eq_ignore_ascii_case("RAS") {
+        return Err(Error::invalid(
+            "predict",
+            format!(
+                "orientation '{}' is not supported (RAS only)",
+                recipe.orientation
+            ),
+        ));
     }
     let axes = ras_axes(ras_from_ijk)?;
     let m = &ras_from_ijk.0;
@@ -75,7 +92,12 @@ pub fn model_grid(dims: [usize; 3], ras_from_ijk: &Affine, recipe: &Preprocess) 
         let sign = if flip { -1.0 } else { 1.0 };
         let len: f64 = (0..3).map(|r| m[r][c] * m[r][c]).sum::<f64>().sqrt();
         let (target, n) = match recipe.spacing_mm {
-            Some(p) => (p[a], ((dims[c] - 1) as f64 * len / p[a] + 1.0).round_ties_even().max(1.0) as usize),
+            Some(p) => (
+                p[a],
+                ((dims[c] - 1) as f64 * len / p[a] + 1.0)
+                    .round_ties_even()
+                    .max(1.0) as usize,
+            ),
             None => (len, dims[c]),
         };
         odims[a] = n;
@@ -87,12 +109,17 @@ pub fn model_grid(dims: [usize; 3], ras_from_ijk: &Affine, recipe: &Preprocess) 
     for r in 0..3 {
         out.0[r][3] = origin[r];
     }
-    Ok(ModelGrid { dims: odims, ras_from_ijk: out })
+    Ok(ModelGrid {
+        dims: odims,
+        ras_from_ijk: out,
+    })
 }
 
 /// `dst` voxel index → `src` voxel index.
 fn src_from_dst(src: &Affine, dst: &Affine) -> Result<Affine> {
-    let inv = src.inverse().ok_or_else(|| Error::invalid("predict", "the volume's affine is not invertible"))?;
+    let inv = src
+        .inverse()
+        .ok_or_else(|| Error::invalid("predict", "the volume's affine is not invertible"))?;
     Ok(inv.compose(dst))
 }
 
@@ -104,62 +131,76 @@ pub fn resample_linear(image: &ImageVolume, grid: &ModelGrid) -> Result<ImageVol
     let [di, dj, dk] = grid.dims;
     let src = &image.data;
     let mut data = vec![0f32; di * dj * dk];
-    data.par_chunks_mut(dj * dk).enumerate().for_each(|(i, plane)| {
-        for j in 0..dj {
-            for k in 0..dk {
-                let p = t.apply([i as f64, j as f64, k as f64]);
-                let c: [(usize, usize, f64); 3] = std::array::from_fn(|a| {
-                    let n = [ni, nj, nk][a];
-                    let x = p[a].clamp(0.0, (n - 1) as f64);
-                    let lo = x.floor() as usize;
-                    let hi = (lo + 1).min(n - 1);
-                    (lo, hi, x - lo as f64)
-                });
-                let at = |a: usize, b: usize, cc: usize| src[(a * nj + b) * nk + cc] as f64;
-                let mut v = 0.0;
-                for (ia, wa) in [(c[0].0, 1.0 - c[0].2), (c[0].1, c[0].2)] {
-                    for (ib, wb) in [(c[1].0, 1.0 - c[1].2), (c[1].1, c[1].2)] {
-                        for (ic, wc) in [(c[2].0, 1.0 - c[2].2), (c[2].1, c[2].2)] {
-                            let w = wa * wb * wc;
-                            if w != 0.0 {
-                                v += w * at(ia, ib, ic);
+    data.par_chunks_mut(dj * dk)
+        .enumerate()
+        .for_each(|(i, plane)| {
+            for j in 0..dj {
+                for k in 0..dk {
+                    let p = t.apply([i as f64, j as f64, k as f64]);
+                    let c: [(usize, usize, f64); 3] = std::array::from_fn(|a| {
+                        let n = [ni, nj, nk][a];
+                        let x = p[a].clamp(0.0, (n - 1) as f64);
+                        let lo = x.floor() as usize;
+                        let hi = (lo + 1).min(n - 1);
+                        (lo, hi, x - lo as f64)
+                    });
+                    let at = |a: usize, b: usize, cc: usize| src[(a * nj + b) * nk + cc] as f64;
+                    let mut v = 0.0;
+                    for (ia, wa) in [(c[0].0, 1.0 - c[0].2), (c[0].1, c[0].2)] {
+                        for (ib, wb) in [(c[1].0, 1.0 - c[1].2), (c[1].1, c[1].2)] {
+                            for (ic, wc) in [(c[2].0, 1.0 - c[2].2), (c[2].1, c[2].2)] {
+                                let w = wa * wb * wc;
+                                if w != 0.0 {
+                                    v += w * at(ia, ib, ic);
+                                }
                             }
                         }
                     }
+                    plane[j * dk + k] = v as f32;
                 }
-                plane[j * dk + k] = v as f32;
             }
-        }
-    });
+        });
     Volume::new(data, grid.dims, grid.ras_from_ijk)
 }
 
 /// Nearest-neighbour resampling of a label map onto another grid (voxels outside map to the nearest border
 /// voxel): the inverse geometry step after inference.
-pub fn resample_labels_nearest(labels: &LabelVolume, dims: [usize; 3], ras_from_ijk: &Affine) -> Result<LabelVolume> {
+pub fn resample_labels_nearest(
+    labels: &LabelVolume,
+    dims: [usize; 3],
+    ras_from_ijk: &Affine,
+) -> Result<LabelVolume> {
     let t = src_from_dst(&labels.ras_from_ijk, ras_from_ijk)?;
     let [ni, nj, nk] = labels.dims;
     let [di, dj, dk] = dims;
     let mut data = vec![0u16; di * dj * dk];
-    data.par_chunks_mut(dj * dk).enumerate().for_each(|(i, plane)| {
-        for j in 0..dj {
-            for k in 0..dk {
-                let p = t.apply([i as f64, j as f64, k as f64]);
-                let idx: [usize; 3] = std::array::from_fn(|a| {
-                    let n = [ni, nj, nk][a];
-                    p[a].round_ties_even().clamp(0.0, (n - 1) as f64) as usize
-                });
-                plane[j * dk + k] = labels.data[(idx[0] * nj + idx[1]) * nk + idx[2]];
+    data.par_chunks_mut(dj * dk)
+        .enumerate()
+        .for_each(|(i, plane)| {
+            for j in 0..dj {
+                for k in 0..dk {
+                    let p = t.apply([i as f64, j as f64, k as f64]);
+                    let idx: [usize; 3] = std::array::from_fn(|a| {
+                        let n = [ni, nj, nk][a];
+                        p[a].round_ties_even().clamp(0.0, (n - 1) as f64) as usize
+                    });
+                    plane[j * dk + k] = labels.data[(idx[0] * nj + idx[1]) * nk + idx[2]];
+                }
             }
-        }
-    });
+        });
     Volume::new(data, dims, *ras_from_ijk)
 }
 
 /// Applies an intensity transform in place (float32, as MONAI).
 pub fn apply_intensity(data: &mut [f32], intensity: &Intensity) {
     match *intensity {
-        Intensity::ScaleRange { a_min, a_max, b_min, b_max, clip } => {
+        Intensity::ScaleRange {
+            a_min,
+            a_max,
+            b_min,
+            b_max,
+            clip,
+        } => {
             data.par_iter_mut().for_each(|v| {
                 let mut x = ((*v - a_min) / (a_max - a_min)) * (b_max - b_min) + b_min;
                 if clip {
@@ -170,12 +211,20 @@ pub fn apply_intensity(data: &mut [f32], intensity: &Intensity) {
         }
         Intensity::ZScore { nonzero } => {
             let sel = |v: f32| !nonzero || v != 0.0;
-            let (n, sum) = data.iter().filter(|&&v| sel(v)).fold((0u64, 0f64), |(n, s), &v| (n + 1, s + v as f64));
+            let (n, sum) = data
+                .iter()
+                .filter(|&&v| sel(v))
+                .fold((0u64, 0f64), |(n, s), &v| (n + 1, s + v as f64));
             if n == 0 {
                 return;
             }
             let mean = sum / n as f64;
-            let var = data.iter().filter(|&&v| sel(v)).map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+            let var = data
+                .iter()
+                .filter(|&&v| sel(v))
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n as f64;
             let std = if var > 0.0 { var.sqrt() } else { 1.0 };
             data.par_iter_mut().for_each(|v| {
                 if sel(*v) {
@@ -208,18 +257,34 @@ pub fn segment_with<F>(
 where
     F: FnMut(&Tensor) -> Result<Tensor>,
 {
-    progress.report(ProgressEvent { stage: "preprocess".into(), done: 0, total: 1 });
+    progress.report(ProgressEvent {
+        stage: "preprocess".into(),
+        done: 0,
+        total: 1,
+    });
     let img = preprocess(volume, recipe)?;
     cancel.check()?;
-    progress.report(ProgressEvent { stage: "preprocess".into(), done: 1, total: 1 });
+    progress.report(ProgressEvent {
+        stage: "preprocess".into(),
+        done: 1,
+        total: 1,
+    });
     let x = img.to_tensor(&options.device)?; // [1, 1, X, Y, Z]
     let labels = sliding_window_argmax(&x, &options.sliding_window, predictor, progress, cancel)?;
     drop(x);
     let labels = Volume::new(labels, img.dims, img.ras_from_ijk)?;
     cancel.check()?;
-    progress.report(ProgressEvent { stage: "postprocess".into(), done: 0, total: 1 });
+    progress.report(ProgressEvent {
+        stage: "postprocess".into(),
+        done: 0,
+        total: 1,
+    });
     let out = resample_labels_nearest(&labels, volume.dims, &volume.ras_from_ijk)?;
-    progress.report(ProgressEvent { stage: "postprocess".into(), done: 1, total: 1 });
+    progress.report(ProgressEvent {
+        stage: "postprocess".into(),
+        done: 1,
+        total: 1,
+    });
     Ok(out)
 }
 
@@ -232,5 +297,12 @@ pub fn segment(
     cancel: &CancelToken,
 ) -> Result<LabelVolume> {
     let net = bundle.build_net(&options.device)?;
-    segment_with(volume, &bundle.meta.preprocess, options, |x| net.forward_t(x, false), progress, cancel)
+    segment_with(
+        volume,
+        &bundle.meta.preprocess,
+        options,
+        |x| net.forward_t(x, false),
+        progress,
+        cancel,
+    )
 }

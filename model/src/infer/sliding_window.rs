@@ -80,7 +80,10 @@ impl WindowPlan {
     /// MONAI's plan for `image_size` (see the fixture README, section 3).
     pub fn new(image_size: [usize; 3], roi_size: [usize; 3], overlap: f64) -> Result<Self> {
         if !(0.0..1.0).contains(&overlap) {
-            return Err(Error::invalid("sliding_window", format!("overlap must be in [0, 1), got {overlap}")));
+            return Err(Error::invalid(
+                "sliding_window",
+                format!("overlap must be in [0, 1), got {overlap}"),
+            ));
         }
         if roi_size.contains(&0) || image_size.contains(&0) {
             return Err(Error::invalid(
@@ -104,13 +107,19 @@ impl WindowPlan {
             let padded = size.max(roi);
             plan.padded_size[d] = padded;
             // Python `int(roi * (1 - overlap))` truncates.
-            let interval = if roi == padded { roi } else { ((roi as f64 * (1.0 - overlap)) as usize).max(1) };
+            let interval = if roi == padded {
+                roi
+            } else {
+                ((roi as f64 * (1.0 - overlap)) as usize).max(1)
+            };
             plan.interval[d] = interval;
             let mut n = 1;
             while (n - 1) * interval + roi < padded {
                 n += 1;
             }
-            plan.starts[d] = (0..n).map(|i| i * interval - (i * interval + roi).saturating_sub(padded)).collect();
+            plan.starts[d] = (0..n)
+                .map(|i| i * interval - (i * interval + roi).saturating_sub(padded))
+                .collect();
         }
         Ok(plan)
     }
@@ -200,8 +209,15 @@ where
 {
     let mut acc: Option<Tensor> = None;
     for mask in 0u8..8 {
-        let dims: Vec<usize> = (0..3).filter(|d| mask & (1 << d) != 0).map(|d| d + 2).collect();
-        let y = if dims.is_empty() { predictor(x)? } else { predictor(&x.flip(&dims)?)?.flip(&dims)? };
+        let dims: Vec<usize> = (0..3)
+            .filter(|d| mask & (1 << d) != 0)
+            .map(|d| d + 2)
+            .collect();
+        let y = if dims.is_empty() {
+            predictor(x)?
+        } else {
+            predictor(&x.flip(&dims)?)?.flip(&dims)?
+        };
         let y = y.to_dtype(DType::F32)?;
         acc = Some(match acc {
             None => y,
@@ -214,6 +230,9 @@ where
     }
 }
 
+/// Receives finished rows: (dim2 index, channels, `[C, Y, Z]` logits).
+type RowSink<'a> = dyn FnMut(usize, usize, &[f32]) -> Result<()> + 'a;
+
 /// Runs the windows and hands every finished row (dim2 index `i` of the *unpadded* image) to `sink` as
 /// `[C, Y, Z]` blended logits (C order). Returns the number of output channels.
 fn run<F>(
@@ -222,17 +241,23 @@ fn run<F>(
     mut predictor: F,
     progress: &dyn Progress,
     cancel: &CancelToken,
-    sink: &mut dyn FnMut(usize, usize, &[f32]) -> Result<()>,
+    sink: &mut RowSink,
 ) -> Result<usize>
 where
     F: FnMut(&Tensor) -> Result<Tensor>,
 {
     let dims = input.dims();
     if dims.len() != 5 || dims[0] != 1 {
-        return Err(Error::invalid("sliding_window", format!("need a [1, C, X, Y, Z] input, got {dims:?}")));
+        return Err(Error::invalid(
+            "sliding_window",
+            format!("need a [1, C, X, Y, Z] input, got {dims:?}"),
+        ));
     }
     if config.sw_batch_size == 0 {
-        return Err(Error::invalid("sliding_window", "sw_batch_size must be at least 1"));
+        return Err(Error::invalid(
+            "sliding_window",
+            "sw_batch_size must be at least 1",
+        ));
     }
     let size = [dims[2], dims[3], dims[4]];
     let roi = config.roi_size;
@@ -256,7 +281,7 @@ where
                          acc: &mut [f32],
                          count: &mut [f32],
                          channels: usize,
-                         sink: &mut dyn FnMut(usize, usize, &[f32]) -> Result<()>|
+                         sink: &mut RowSink|
      -> Result<()> {
         while *next_row < upto {
             let r = *next_row;
@@ -269,7 +294,12 @@ where
                     for j in 0..size[1] {
                         let off = c * plane + (j + plan.pad_lo[1]) * p2 + plan.pad_lo[2];
                         let coff = (j + plan.pad_lo[1]) * p2 + plan.pad_lo[2];
-                        row_out.extend(a[off..off + size[2]].iter().zip(&cnt[coff..coff + size[2]]).map(|(v, n)| v / n));
+                        row_out.extend(
+                            a[off..off + size[2]]
+                                .iter()
+                                .zip(&cnt[coff..coff + size[2]])
+                                .map(|(v, n)| v / n),
+                        );
                     }
                 }
                 sink(r - plan.pad_lo[0], channels, &row_out)?;
@@ -283,27 +313,45 @@ where
 
     let total = windows.len() as u64;
     let mut done = 0u64;
-    progress.report(ProgressEvent { stage: "inference".into(), done, total });
+    progress.report(ProgressEvent {
+        stage: "inference".into(),
+        done,
+        total,
+    });
     for chunk in windows.chunks(config.sw_batch_size) {
         cancel.check()?;
         let crops: Vec<Tensor> = chunk
             .iter()
-            .map(|s| Ok(x.narrow(2, s[0], roi[0])?.narrow(3, s[1], roi[1])?.narrow(4, s[2], roi[2])?))
+            .map(|s| {
+                Ok(x.narrow(2, s[0], roi[0])?
+                    .narrow(3, s[1], roi[1])?
+                    .narrow(4, s[2], roi[2])?)
+            })
             .collect::<Result<_>>()?;
         let batch = Tensor::cat(&crops, 0)?; // [B, Cin, r0, r1, r2]
-        let pred = if config.tta_mirror { predict_mirrored(&batch, &mut predictor)? } else { predictor(&batch)? };
+        let pred = if config.tta_mirror {
+            predict_mirrored(&batch, &mut predictor)?
+        } else {
+            predictor(&batch)?
+        };
         let pd = pred.dims().to_vec(); // [B, C, r0, r1, r2]
         if pd.len() != 5 || pd[0] != chunk.len() || pd[2..] != roi[..] {
             return Err(Error::invalid(
                 "sliding_window",
-                format!("predictor returned {pd:?} for a batch of {} windows of {roi:?}", chunk.len()),
+                format!(
+                    "predictor returned {pd:?} for a batch of {} windows of {roi:?}",
+                    chunk.len()
+                ),
             ));
         }
         if channels == 0 {
             channels = pd[1];
             acc = vec![0.0; roi[0] * channels * plane];
         } else if pd[1] != channels {
-            return Err(Error::invalid("sliding_window", format!("predictor channel count changed to {}", pd[1])));
+            return Err(Error::invalid(
+                "sliding_window",
+                format!("predictor channel count changed to {}", pd[1]),
+            ));
         }
         let pred: Vec<f32> = pred.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         for (b, s) in chunk.iter().enumerate() {
@@ -313,17 +361,21 @@ where
                 let slot = (s[0] + a) % roi[0];
                 let wrow = &w[a * roi[1] * roi[2]..(a + 1) * roi[1] * roi[2]];
                 let acc_slot = &mut acc[slot * channels * plane..(slot + 1) * channels * plane];
-                acc_slot.par_chunks_mut(plane).enumerate().for_each(|(c, dst)| {
-                    let src = &pred[(b * channels + c) * roi_vox + a * roi[1] * roi[2]..][..roi[1] * roi[2]];
-                    for bb in 0..roi[1] {
-                        let d = &mut dst[(s[1] + bb) * p2 + s[2]..][..roi[2]];
-                        let sr = &src[bb * roi[2]..(bb + 1) * roi[2]];
-                        let wr = &wrow[bb * roi[2]..(bb + 1) * roi[2]];
-                        for ((d, &p), &wv) in d.iter_mut().zip(sr).zip(wr) {
-                            *d += p * wv;
+                acc_slot
+                    .par_chunks_mut(plane)
+                    .enumerate()
+                    .for_each(|(c, dst)| {
+                        let src = &pred[(b * channels + c) * roi_vox + a * roi[1] * roi[2]..]
+                            [..roi[1] * roi[2]];
+                        for bb in 0..roi[1] {
+                            let d = &mut dst[(s[1] + bb) * p2 + s[2]..][..roi[2]];
+                            let sr = &src[bb * roi[2]..(bb + 1) * roi[2]];
+                            let wr = &wrow[bb * roi[2]..(bb + 1) * roi[2]];
+                            for ((d, &p), &wv) in d.iter_mut().zip(sr).zip(wr) {
+                                *d += p * wv;
+                            }
                         }
-                    }
-                });
+                    });
                 let cnt = &mut count[slot * plane..(slot + 1) * plane];
                 for bb in 0..roi[1] {
                     let d = &mut cnt[(s[1] + bb) * p2 + s[2]..][..roi[2]];
@@ -334,9 +386,20 @@ where
             }
         }
         done += chunk.len() as u64;
-        progress.report(ProgressEvent { stage: "inference".into(), done, total });
+        progress.report(ProgressEvent {
+            stage: "inference".into(),
+            done,
+            total,
+        });
     }
-    emit_rows(plan.padded_size[0], &mut next_row, &mut acc, &mut count, channels, sink)?;
+    emit_rows(
+        plan.padded_size[0],
+        &mut next_row,
+        &mut acc,
+        &mut count,
+        channels,
+        sink,
+    )?;
     Ok(channels)
 }
 
@@ -355,7 +418,10 @@ where
 {
     let d = input.dims().to_vec();
     if d.len() != 5 {
-        return Err(Error::invalid("sliding_window", format!("need a [1, C, X, Y, Z] input, got {d:?}")));
+        return Err(Error::invalid(
+            "sliding_window",
+            format!("need a [1, C, X, Y, Z] input, got {d:?}"),
+        ));
     }
     let (x, y, z) = (d[2], d[3], d[4]);
     let mut out: Vec<f32> = Vec::new();
@@ -364,7 +430,8 @@ where
             out = vec![0.0; c * x * y * z];
         }
         for ch in 0..c {
-            out[(ch * x + i) * y * z..][..y * z].copy_from_slice(&row[ch * y * z..(ch + 1) * y * z]);
+            out[(ch * x + i) * y * z..][..y * z]
+                .copy_from_slice(&row[ch * y * z..(ch + 1) * y * z]);
         }
         Ok(())
     };
@@ -386,14 +453,20 @@ where
 {
     let d = input.dims().to_vec();
     if d.len() != 5 {
-        return Err(Error::invalid("sliding_window", format!("need a [1, C, X, Y, Z] input, got {d:?}")));
+        return Err(Error::invalid(
+            "sliding_window",
+            format!("need a [1, C, X, Y, Z] input, got {d:?}"),
+        ));
     }
     let (y, z) = (d[3], d[4]);
     let plane = y * z;
     let mut labels = vec![0u16; d[2] * plane];
     let mut sink = |i: usize, c: usize, row: &[f32]| -> Result<()> {
         if c > u16::MAX as usize + 1 {
-            return Err(Error::invalid("sliding_window", format!("{c} classes do not fit 16-bit labels")));
+            return Err(Error::invalid(
+                "sliding_window",
+                format!("{c} classes do not fit 16-bit labels"),
+            ));
         }
         let dst = &mut labels[i * plane..(i + 1) * plane];
         dst.par_iter_mut().enumerate().for_each(|(v, l)| {

@@ -22,7 +22,10 @@
 pub mod surface;
 mod table;
 
-pub use surface::{SurfaceDistances, VoxelBox, mask_edges, quantile_linear, surface_distances, surface_distances_by};
+pub use surface::{
+    SurfaceDistances, VoxelBox, mask_edges, quantile_linear, surface_distances,
+    surface_distances_by,
+};
 pub use table::{LabelMetrics, MetricsConfig, MetricsTable, evaluate};
 
 /// Voxel counts of one label: in the prediction, the ground truth and both.
@@ -142,5 +145,11 @@ pub fn label_surface_distances(
     spacing_mm: [f64; 3],
     bbox: Option<VoxelBox>,
 ) -> SurfaceDistances {
-    surface_distances_by(dims, bbox, spacing_mm, |i| pred[i] == label, |i| gt[i] == label)
+    surface_distances_by(
+        dims,
+        bbox,
+        spacing_mm,
+        |i| pred[i] == label,
+        |i| gt[i] == label,
+    )
 }

@@ -26,7 +26,10 @@ pub struct VoxelBox {
 impl VoxelBox {
     /// An empty box that [`VoxelBox::include`] grows.
     pub fn empty() -> Self {
-        Self { lo: [usize::MAX; 3], hi: [0; 3] }
+        Self {
+            lo: [usize::MAX; 3],
+            hi: [0; 3],
+        }
     }
     /// Whether the box holds no voxel.
     pub fn is_empty(&self) -> bool {
@@ -34,6 +37,7 @@ impl VoxelBox {
     }
     /// Grows the box to contain voxel `p`.
     #[inline]
+    #[allow(clippy::needless_range_loop)]
     pub fn include(&mut self, p: [usize; 3]) {
         for a in 0..3 {
             self.lo[a] = self.lo[a].min(p[a]);
@@ -73,7 +77,11 @@ impl SurfaceDistances {
         let a = directed_hausdorff(&self.pred_to_gt_mm, percentile);
         let b = directed_hausdorff(&self.gt_to_pred_mm, percentile);
         // torch.max over a stack propagates nan.
-        if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
+        if a.is_nan() || b.is_nan() {
+            f64::NAN
+        } else {
+            a.max(b)
+        }
     }
 
     /// Normalised surface Dice at `tolerance_mm`: edge voxels (both directions) within the tolerance over all
@@ -83,7 +91,12 @@ impl SurfaceDistances {
         if complete == 0 {
             return f64::NAN;
         }
-        let correct = self.pred_to_gt_mm.iter().chain(&self.gt_to_pred_mm).filter(|&&d| d <= tolerance_mm).count();
+        let correct = self
+            .pred_to_gt_mm
+            .iter()
+            .chain(&self.gt_to_pred_mm)
+            .filter(|&&d| d <= tolerance_mm)
+            .count();
         correct as f64 / complete as f64
     }
 }
@@ -113,7 +126,11 @@ pub fn quantile_linear(sorted: &[f64], q: f64) -> f64 {
     let (below, above) = (rank.floor(), rank.ceil());
     let w = rank - below;
     let (lo, hi) = (sorted[below as usize], sorted[above as usize]);
-    if w < 0.5 { lo + w * (hi - lo) } else { hi - (hi - lo) * (1.0 - w) }
+    if w < 0.5 {
+        lo + w * (hi - lo)
+    } else {
+        hi - (hi - lo) * (1.0 - w)
+    }
 }
 
 /// Edge voxels of a full-grid mask (C order, `dims`): `mask XOR erosion(mask)`, 6-connected, border 0.
@@ -139,11 +156,21 @@ fn is_edge(dims: [usize; 3], p: [usize; 3], inside: impl Fn(usize) -> bool) -> b
     if i == 0 || j == 0 || k == 0 || i + 1 == dims[0] || j + 1 == nj || k + 1 == nk {
         return true;
     }
-    !(inside(idx - nj * nk) && inside(idx + nj * nk) && inside(idx - nk) && inside(idx + nk) && inside(idx - 1) && inside(idx + 1))
+    !(inside(idx - nj * nk)
+        && inside(idx + nj * nk)
+        && inside(idx - nk)
+        && inside(idx + nk)
+        && inside(idx - 1)
+        && inside(idx + 1))
 }
 
 /// Edge voxels of the mask `inside` within `bbox`, as points in millimetres (index · spacing).
-fn edge_points(dims: [usize; 3], bbox: &VoxelBox, spacing_mm: [f64; 3], inside: &(impl Fn(usize) -> bool + Sync)) -> Vec<[f64; 3]> {
+fn edge_points(
+    dims: [usize; 3],
+    bbox: &VoxelBox,
+    spacing_mm: [f64; 3],
+    inside: &(impl Fn(usize) -> bool + Sync),
+) -> Vec<[f64; 3]> {
     if bbox.is_empty() {
         return Vec::new();
     }
@@ -155,7 +182,11 @@ fn edge_points(dims: [usize; 3], bbox: &VoxelBox, spacing_mm: [f64; 3], inside: 
                 for k in bbox.lo[2]..bbox.hi[2] {
                     let idx = (i * dims[1] + j) * dims[2] + k;
                     if inside(idx) && is_edge(dims, [i, j, k], inside) {
-                        pts.push([i as f64 * spacing_mm[0], j as f64 * spacing_mm[1], k as f64 * spacing_mm[2]]);
+                        pts.push([
+                            i as f64 * spacing_mm[0],
+                            j as f64 * spacing_mm[1],
+                            k as f64 * spacing_mm[2],
+                        ]);
                     }
                 }
             }
@@ -173,14 +204,25 @@ pub fn surface_distances_by(
     is_pred: impl Fn(usize) -> bool + Sync,
     is_gt: impl Fn(usize) -> bool + Sync,
 ) -> SurfaceDistances {
-    let bbox = bbox.unwrap_or(VoxelBox { lo: [0; 3], hi: dims });
+    let bbox = bbox.unwrap_or(VoxelBox {
+        lo: [0; 3],
+        hi: dims,
+    });
     let pred = edge_points(dims, &bbox, spacing_mm, &is_pred);
     let gt = edge_points(dims, &bbox, spacing_mm, &is_gt);
-    SurfaceDistances { pred_to_gt_mm: directed(&pred, &gt), gt_to_pred_mm: directed(&gt, &pred) }
+    SurfaceDistances {
+        pred_to_gt_mm: directed(&pred, &gt),
+        gt_to_pred_mm: directed(&gt, &pred),
+    }
 }
 
 /// Surface distances between two full-grid boolean masks.
-pub fn surface_distances(pred: &[bool], gt: &[bool], dims: [usize; 3], spacing_mm: [f64; 3]) -> SurfaceDistances {
+pub fn surface_distances(
+    pred: &[bool],
+    gt: &[bool],
+    dims: [usize; 3],
+    spacing_mm: [f64; 3],
+) -> SurfaceDistances {
     surface_distances_by(dims, None, spacing_mm, |i| pred[i], |i| gt[i])
 }
 
@@ -249,7 +291,11 @@ fn search(pts: &[[f64; 3]], depth: usize, q: &[f64; 3], best: &mut f64) {
         *best = d;
     }
     let diff = q[axis] - p[axis];
-    let (near, far) = if diff < 0.0 { (&pts[..mid], &pts[mid + 1..]) } else { (&pts[mid + 1..], &pts[..mid]) };
+    let (near, far) = if diff < 0.0 {
+        (&pts[..mid], &pts[mid + 1..])
+    } else {
+        (&pts[mid + 1..], &pts[..mid])
+    };
     search(near, depth + 1, q, best);
     if diff * diff < *best {
         search(far, depth + 1, q, best);
@@ -270,14 +316,19 @@ mod tests {
     fn kd_tree_matches_brute_force() {
         let mut s = 12345u64;
         let mut rnd = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) % 50) as f64 * 0.7
         };
         let pts: Vec<[f64; 3]> = (0..500).map(|_| [rnd(), rnd(), rnd()]).collect();
         let qs: Vec<[f64; 3]> = (0..200).map(|_| [rnd(), rnd(), rnd()]).collect();
         let tree = KdTree::new(pts.clone());
         for q in &qs {
-            let brute = pts.iter().map(|p| dist_sq(p, q)).fold(f64::INFINITY, f64::min);
+            let brute = pts
+                .iter()
+                .map(|p| dist_sq(p, q))
+                .fold(f64::INFINITY, f64::min);
             assert_eq!(tree.nearest_sq(q), brute);
         }
     }

@@ -83,14 +83,19 @@ pub fn evaluate(
     if pred.dims != gt.dims {
         return Err(Error::invalid(
             "metrics::evaluate",
-            format!("prediction dims {:?} differ from ground-truth dims {:?}", pred.dims, gt.dims),
+            format!(
+                "prediction dims {:?} differ from ground-truth dims {:?}",
+                pred.dims, gt.dims
+            ),
         ));
     }
     let diff = pred.ras_from_ijk.max_abs_diff(&gt.ras_from_ijk);
     if diff > 1e-2 {
         return Err(Error::invalid(
             "metrics::evaluate",
-            format!("prediction and ground truth lie on different grids (affines differ by {diff:.3} mm)"),
+            format!(
+                "prediction and ground truth lie on different grids (affines differ by {diff:.3} mm)"
+            ),
         ));
     }
     let spacing_mm = gt.spacing_mm();
@@ -101,14 +106,19 @@ pub fn evaluate(
         None => {
             let mut l: Vec<u16> = table.labels.iter().map(|l| l.value).collect();
             l.extend(
-                (0..stats.counts.len()).filter(|&v| stats.counts[v].pred + stats.counts[v].gt > 0).map(|v| v as u16),
+                (0..stats.counts.len())
+                    .filter(|&v| stats.counts[v].pred + stats.counts[v].gt > 0)
+                    .map(|v| v as u16),
             );
             l.sort_unstable();
             l.dedup();
             l
         }
     };
-    let labels: Vec<u16> = labels.into_iter().filter(|&v| config.include_background || v != 0).collect();
+    let labels: Vec<u16> = labels
+        .into_iter()
+        .filter(|&v| config.include_background || v != 0)
+        .collect();
     let total = labels.len() as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
     let rows: Vec<Result<LabelMetrics>> = labels
@@ -118,13 +128,27 @@ pub fn evaluate(
             let c = stats.counts(value);
             let (hd95_mm, nsd) = if config.surface {
                 let bbox = stats.union_box(value);
-                let d = label_surface_distances(&pred.data, &gt.data, dims, value, spacing_mm, Some(bbox));
-                (d.hausdorff_mm(Some(config.hd_percentile)), d.surface_dice(config.nsd_tolerance_mm))
+                let d = label_surface_distances(
+                    &pred.data,
+                    &gt.data,
+                    dims,
+                    value,
+                    spacing_mm,
+                    Some(bbox),
+                );
+                (
+                    d.hausdorff_mm(Some(config.hd_percentile)),
+                    d.surface_dice(config.nsd_tolerance_mm),
+                )
             } else {
                 (f64::NAN, f64::NAN)
             };
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            progress.report(ProgressEvent { stage: "metrics".into(), done: n, total });
+            progress.report(ProgressEvent {
+                stage: "metrics".into(),
+                done: n,
+                total,
+            });
             Ok(LabelMetrics {
                 value,
                 name: table.name(value),
@@ -150,7 +174,13 @@ pub fn evaluate(
 impl MetricsTable {
     /// The table as aligned text (one row per label, then the mean), for terminals and logs.
     pub fn to_text(&self) -> String {
-        let width = self.labels.iter().map(|l| l.name.len()).max().unwrap_or(4).max(4);
+        let width = self
+            .labels
+            .iter()
+            .map(|l| l.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         let mut s = format!(
             "{:>5}  {:<width$}  {:>7}  {:>9}  {:>7}  {:>10}  {:>10}\n",
             "label",

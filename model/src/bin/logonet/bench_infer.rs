@@ -4,7 +4,9 @@ use anyhow::Context as _;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use logonet::infer::predict::preprocess;
-use logonet::infer::{Blend, Bundle, Preprocess, SlidingWindowConfig, WindowPlan, sliding_window_argmax};
+use logonet::infer::{
+    Blend, Bundle, Preprocess, SlidingWindowConfig, WindowPlan, sliding_window_argmax,
+};
 use logonet::job::CancelToken;
 use logonet::nets::{AnyNet, NetConfig, SegmentationNet as _};
 use std::path::PathBuf;
@@ -52,12 +54,19 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// Runs `logonet bench infer`.
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
-    let device = if args.cuda { Device::new_cuda(0).context("CUDA device 0 is not available")? } else { Device::Cpu };
+    let device = if args.cuda {
+        Device::new_cuda(0).context("CUDA device 0 is not available")?
+    } else {
+        Device::Cpu
+    };
     let (volume, source) = match (&args.volume, std::env::var_os("LOGONET_DATA")) {
         (Some(p), _) => (logonet::volume::io::load_image(p)?, p.display().to_string()),
         (None, Some(d)) => {
             let p = PathBuf::from(d).join("ct_abdomen_totalseg/ct_full_3mm.nii.gz");
-            (logonet::volume::io::load_image(&p)?, p.display().to_string())
+            (
+                logonet::volume::io::load_image(&p)?,
+                p.display().to_string(),
+            )
         }
         (None, None) => {
             let (img, _) = logonet::volume::phantom::phantom(&Default::default());
@@ -68,14 +77,27 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         Some(p) => {
             let b = Bundle::load(p)?;
             let net = b.build_net(&device)?;
-            (net, b.meta.preprocess.clone(), b.meta.sliding_window.clone(), b.meta.name.clone())
+            (
+                net,
+                b.meta.preprocess.clone(),
+                b.meta.sliding_window.clone(),
+                b.meta.name.clone(),
+            )
         }
         None => {
             let cfg = NetConfig::from_name(&args.net)?;
             let varmap = VarMap::new();
             let net = AnyNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-            let sw = SlidingWindowConfig { roi_size: [args.roi; 3], ..Default::default() };
-            (net, Preprocess::btcv_ct(), sw, format!("{} (random weights)", args.net))
+            let sw = SlidingWindowConfig {
+                roi_size: [args.roi; 3],
+                ..Default::default()
+            };
+            (
+                net,
+                Preprocess::btcv_ct(),
+                sw,
+                format!("{} (random weights)", args.net),
+            )
         }
     };
     sw.overlap = args.overlap;
@@ -86,11 +108,19 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let img = preprocess(&volume, &recipe)?;
     let preprocess_s = t0.elapsed().as_secs_f64();
-    let windows = WindowPlan::new(img.dims, sw.roi_size, sw.overlap)?.windows().len();
+    let windows = WindowPlan::new(img.dims, sw.roi_size, sw.overlap)?
+        .windows()
+        .len();
     let x = img.to_tensor(&device)?;
     let bars = crate::progress::Bars::new();
     let t1 = std::time::Instant::now();
-    let labels = sliding_window_argmax(&x, &sw, |b| net.forward_t(b, false), &bars, &CancelToken::new());
+    let labels = sliding_window_argmax(
+        &x,
+        &sw,
+        |b| net.forward_t(b, false),
+        &bars,
+        &CancelToken::new(),
+    );
     bars.finish();
     let _labels = labels?;
     let infer_s = t1.elapsed().as_secs_f64();
@@ -122,7 +152,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
             infer_s,
             windows as f64 / infer_s,
             preprocess_s,
-            peak_rss_mib().map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into())
+            peak_rss_mib()
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "?".into())
         );
     }
     Ok(())

@@ -38,7 +38,8 @@ pub struct Args {
 
 /// Reads a label table from the accepted JSON shapes.
 pub fn read_label_table(path: &Path) -> anyhow::Result<LabelTable> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("not JSON: {}", path.display()))?;
     if let Ok(t) = serde_json::from_value::<LabelTable>(v.clone()) {
@@ -56,12 +57,19 @@ pub fn read_label_table(path: &Path) -> anyhow::Result<LabelTable> {
     let map = map.with_context(|| format!("unrecognised label table: {}", path.display()))?;
     let mut labels = Vec::new();
     for (k, name) in map {
-        let value: u16 = k.trim().parse().with_context(|| format!("label value '{k}' is not a number: {}", path.display()))?;
+        let value: u16 = k
+            .trim()
+            .parse()
+            .with_context(|| format!("label value '{k}' is not a number: {}", path.display()))?;
         if value == 0 {
             continue;
         }
         let name = name.as_str().unwrap_or_default().to_string();
-        labels.push(LabelInfo { value, name, color: default_color(value) });
+        labels.push(LabelInfo {
+            value,
+            name,
+            color: default_color(value),
+        });
     }
     labels.sort_by_key(|l| l.value);
     Ok(LabelTable { labels })
@@ -81,7 +89,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         nsd_tolerance_mm: args.nsd_tolerance_mm,
         surface: !args.no_surface,
         // Only labels present in either map (the BTCV defaults would add rows of nan otherwise).
-        labels: args.labels.is_none().then(|| present_labels(&pred.data, &gt.data)),
+        labels: args
+            .labels
+            .is_none()
+            .then(|| present_labels(&pred.data, &gt.data)),
         ..Default::default()
     };
     let bars = crate::progress::Bars::new();

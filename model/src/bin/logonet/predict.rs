@@ -56,8 +56,14 @@ pub struct Args {
 /// The (input, output) pairs of a run.
 fn jobs(input: &Path, output: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     let out_name = |p: &Path| {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "volume".into());
-        let stem = name.trim_end_matches(".gz").trim_end_matches(".nii").to_string();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "volume".into());
+        let stem = name
+            .trim_end_matches(".gz")
+            .trim_end_matches(".nii")
+            .to_string();
         format!("{stem}_seg.nii.gz")
     };
     if input.is_dir() {
@@ -66,15 +72,28 @@ fn jobs(input: &Path, output: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> 
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         entries.sort();
-        let volumes: Vec<PathBuf> = entries.iter().filter(|p| p.is_file() && io::is_nifti_path(p)).cloned().collect();
+        let volumes: Vec<PathBuf> = entries
+            .iter()
+            .filter(|p| p.is_file() && io::is_nifti_path(p))
+            .cloned()
+            .collect();
         if !volumes.is_empty() {
             // A folder of volumes: batch mode into the output folder.
-            std::fs::create_dir_all(output).with_context(|| format!("cannot create {}", output.display()))?;
-            return Ok(volumes.into_iter().map(|v| (output.join(out_name(&v)), v)).map(|(o, i)| (i, o)).collect());
+            std::fs::create_dir_all(output)
+                .with_context(|| format!("cannot create {}", output.display()))?;
+            return Ok(volumes
+                .into_iter()
+                .map(|v| (output.join(out_name(&v)), v))
+                .map(|(o, i)| (i, o))
+                .collect());
         }
     }
     // One volume (NIfTI file or DICOM folder).
-    let out = if output.is_dir() { output.join(out_name(input)) } else { output.to_path_buf() };
+    let out = if output.is_dir() {
+        output.join(out_name(input))
+    } else {
+        output.to_path_buf()
+    };
     Ok(vec![(input.to_path_buf(), out)])
 }
 
@@ -96,9 +115,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     sw.tta_mirror |= args.tta;
     let device = match args.device {
         DeviceArg::Cpu => candle_core::Device::Cpu,
-        DeviceArg::Cuda => candle_core::Device::new_cuda(0).context("CUDA device 0 is not available")?,
+        DeviceArg::Cuda => {
+            candle_core::Device::new_cuda(0).context("CUDA device 0 is not available")?
+        }
     };
-    let options = PredictOptions { sliding_window: sw, device };
+    let options = PredictOptions {
+        sliding_window: sw,
+        device,
+    };
     let jobs = jobs(&args.input, &args.output)?;
     let cancel = CancelToken::new();
     let mut failed = 0usize;
@@ -110,11 +134,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let volume = io::load_image(input)?;
             let bars = crate::progress::Bars::new();
             let t0 = std::time::Instant::now();
-            let labels = logonet::infer::predict::segment(&volume, &bundle, &options, &bars, &cancel);
+            let labels =
+                logonet::infer::predict::segment(&volume, &bundle, &options, &bars, &cancel);
             bars.finish();
             let labels = labels?;
             io::save_labels(output, &labels)?;
-            eprintln!("wrote {} ({:.1} s)", output.display(), t0.elapsed().as_secs_f64());
+            eprintln!(
+                "wrote {} ({:.1} s)",
+                output.display(),
+                t0.elapsed().as_secs_f64()
+            );
             Ok(())
         };
         if let Err(e) = run_one() {
