@@ -1,5 +1,9 @@
 //! `logonet bench ...`: benchmarks (timings are measured here, never in tests).
 
+#[path = "bench_infer.rs"]
+mod bench_infer;
+#[path = "bench_load.rs"]
+mod bench_load;
 #[path = "bench_ops.rs"]
 mod bench_ops;
 
@@ -8,6 +12,12 @@ mod bench_ops;
 pub enum BenchCommand {
     /// GFLOP/s of each 3D op on the shapes LoGoNet uses, forward and backward.
     Ops(OpsArgs),
+    /// Forward time and peak memory of a whole network on one window.
+    Model(crate::bench_model::ModelArgs),
+    /// Reading a large .nii.gz: decompression, decoding and reordering.
+    Load(bench_load::LoadArgs),
+    /// Whole-volume sliding-window inference: windows/s and peak RSS.
+    Infer(bench_infer::InferArgs),
 }
 
 /// Arguments of `logonet bench ops`.
@@ -28,5 +38,8 @@ pub struct OpsArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ops(a) => bench_ops::run(&a),
+        BenchCommand::Model(a) => crate::bench_model::run(a),
+        BenchCommand::Load(a) => bench_load::run(a),
+        BenchCommand::Infer(a) => bench_infer::run(a),
     }
 }
