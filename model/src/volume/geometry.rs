@@ -1,5 +1,8 @@
 //! Voxel-to-world geometry: 4×4 affines, spacing, orientation codes.
 
+// Numeric code indexes several parallel arrays by axis; range loops read clearest here.
+#![allow(clippy::needless_range_loop)]
+
 /// A 4×4 affine transform, row-major, mapping homogeneous voxel indices to millimetres
 /// (for `ras_from_ijk`: `[x, y, z, 1]_RAS = A · [i, j, k, 1]`).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

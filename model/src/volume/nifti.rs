@@ -13,6 +13,9 @@
 //! non-finite affine, unsupported datatypes. Non-finite voxels are counted ([`NiftiImage::nonfinite_voxels`]).
 //! Writes are atomic (temporary file + rename).
 
+// Numeric code indexes several parallel arrays by axis; range loops read clearest here.
+#![allow(clippy::needless_range_loop)]
+
 use super::{Affine, Volume};
 use crate::error::write_atomic;
 use crate::{Error, Result};

@@ -2,6 +2,9 @@
 //! `ornt_transform`, `inv_ornt_aff`): voxel values are moved, never interpolated, and world coordinates
 //! are unchanged.
 
+// Numeric code indexes several parallel arrays by axis; range loops read clearest here.
+#![allow(clippy::needless_range_loop)]
+
 use super::{Affine, Volume};
 use crate::{Error, Result};
 

@@ -82,7 +82,7 @@ pub fn compute_shape_offset(
                 (lo.min(p[a]), hi.max(p[a]))
             });
         let n = (hi - lo + 1.0).round_ties_even();
-        if !n.is_finite() || n < 1.0 || n > 1e9 {
+        if !(1.0..=1e9).contains(&n) {
             return Err(Error::invalid(
                 "compute_shape_offset",
                 format!("output size {n} along axis {a}"),

@@ -294,8 +294,8 @@ pub fn preprocess(
     labels: Option<&LabelVolume>,
     cfg: &PreprocessConfig,
 ) -> Result<Preprocessed> {
-    if let Some(l) = labels {
-        if !image.same_grid(l, 1e-3) {
+    if let Some(l) = labels.filter(|l| !image.same_grid(l, 1e-3)) {
+        {
             return Err(Error::invalid(
                 "preprocess",
                 format!(
@@ -332,8 +332,8 @@ pub fn preprocess(
         Intensity::ZScore { nonzero } => z_score(&mut img, nonzero),
     }
     let mut crop_box = None;
-    if cfg.crop_foreground {
-        if let Some(b) = foreground_box(&img) {
+    if let Some(b) = cfg.crop_foreground.then(|| foreground_box(&img)).flatten() {
+        {
             img = crop(&img, &b)?;
             lab = lab.map(|l| crop(&l, &b)).transpose()?;
             crop_box = Some(b);
