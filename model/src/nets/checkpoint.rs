@@ -94,10 +94,13 @@ pub fn read_config(path: &Path) -> Result<Option<NetConfig>> {
     }
 }
 
+/// (in_channels, embed_dims, depths, mlp_ratios) of an encoder.
+type EncoderShape = (usize, Vec<usize>, Vec<usize>, Vec<usize>);
+
 /// Infers the configuration of a reference (or our) state dict from its key names and tensor shapes.
 pub fn infer_config(tensors: &HashMap<String, Tensor>) -> Result<NetConfig> {
     let dims = |k: &str| tensors.get(k).map(|t| t.dims().to_vec());
-    let encoder = |p: &str| -> Result<(usize, Vec<usize>, Vec<usize>, Vec<usize>)> {
+    let encoder = |p: &str| -> Result<EncoderShape> {
         let mut embed = Vec::new();
         let mut depths = Vec::new();
         let mut mlp = Vec::new();
@@ -116,7 +119,7 @@ pub fn infer_config(tensors: &HashMap<String, Tensor>) -> Result<NetConfig> {
             let hidden = dims(&format!("{p}van3d.block{n}.0.mlp.fc1.weight"))
                 .map(|d| d[0])
                 .unwrap_or(0);
-            mlp.push(if w[0] > 0 { hidden / w[0] } else { 0 });
+            mlp.push(hidden.checked_div(w[0]).unwrap_or(0));
             n += 1;
         }
         if embed.is_empty() {

@@ -43,8 +43,8 @@ impl Conv3d {
         bias: bool,
     ) -> Result<Self> {
         if params.groups == 0
-            || in_channels % params.groups != 0
-            || out_channels % params.groups != 0
+            || !in_channels.is_multiple_of(params.groups)
+            || !out_channels.is_multiple_of(params.groups)
         {
             return Err(Error::invalid(
                 "Conv3d::new",
@@ -86,6 +86,7 @@ impl Conv3d {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Dense or grouped convolution with isotropic `stride`, `padding`, `dilation`, with bias.
     pub fn iso(
         vb: VarBuilder,

@@ -191,6 +191,7 @@ impl NetConfig {
 
 /// Any network of this module.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum AnyNet {
     /// ULKANet.
     Ulkanet(Ulkanet),

@@ -96,7 +96,7 @@ impl Config {
             ));
         }
         let c = self.embed_dims[s - 1];
-        if c % (1 << s) != 0 || (0..s).any(|i| self.embed_dims[i] != c >> (s - 1 - i)) {
+        if !c.is_multiple_of(1 << s) || (0..s).any(|i| self.embed_dims[i] != c >> (s - 1 - i)) {
             return bad(format!(
                 "embed_dims {:?} must double per stage and the last must be divisible by 2^{s}",
                 self.embed_dims
@@ -131,7 +131,10 @@ pub(crate) fn check_input_dims(
         ));
     }
     let spatial = &dims[2..];
-    if spatial.iter().any(|&d| d == 0 || d % multiple != 0) {
+    if spatial
+        .iter()
+        .any(|&d| d == 0 || !d.is_multiple_of(multiple))
+    {
         return Err(Error::InputSize {
             model: model.to_string(),
             got: spatial.to_vec(),

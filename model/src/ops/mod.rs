@@ -25,14 +25,24 @@ pub struct Conv3dParams {
 
 impl Default for Conv3dParams {
     fn default() -> Self {
-        Self { stride: [1; 3], padding: [0; 3], dilation: [1; 3], groups: 1 }
+        Self {
+            stride: [1; 3],
+            padding: [0; 3],
+            dilation: [1; 3],
+            groups: 1,
+        }
     }
 }
 
 impl Conv3dParams {
     /// Isotropic stride `s`, padding `p`, dilation `d` and `groups`.
     pub fn iso(stride: usize, padding: usize, dilation: usize, groups: usize) -> Self {
-        Self { stride: [stride; 3], padding: [padding; 3], dilation: [dilation; 3], groups }
+        Self {
+            stride: [stride; 3],
+            padding: [padding; 3],
+            dilation: [dilation; 3],
+            groups,
+        }
     }
 
     /// Output spatial size for an input of `input` (D, H, W) and kernel `kernel` (kd, kh, kw).
@@ -44,7 +54,9 @@ impl Conv3dParams {
             if padded < eff {
                 return Err(Error::invalid(
                     "conv3d",
-                    format!("axis {a}: padded input {padded} is smaller than the dilated kernel {eff}"),
+                    format!(
+                        "axis {a}: padded input {padded} is smaller than the dilated kernel {eff}"
+                    ),
                 ));
             }
             out[a] = (padded - eff) / self.stride[a] + 1;
@@ -56,33 +68,54 @@ impl Conv3dParams {
     pub fn validate(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<[usize; 3]> {
         let (xd, wd) = (x.dims(), w.dims());
         if xd.len() != 5 {
-            return Err(Error::invalid("conv3d", format!("input must be [N, C, D, H, W], got {xd:?}")));
+            return Err(Error::invalid(
+                "conv3d",
+                format!("input must be [N, C, D, H, W], got {xd:?}"),
+            ));
         }
         if wd.len() != 5 {
-            return Err(Error::invalid("conv3d", format!("weight must be [O, C/groups, kD, kH, kW], got {wd:?}")));
+            return Err(Error::invalid(
+                "conv3d",
+                format!("weight must be [O, C/groups, kD, kH, kW], got {wd:?}"),
+            ));
         }
         if self.groups == 0 || self.stride.contains(&0) || self.dilation.contains(&0) {
-            return Err(Error::invalid("conv3d", format!("groups, stride and dilation must be positive: {self:?}")));
+            return Err(Error::invalid(
+                "conv3d",
+                format!("groups, stride and dilation must be positive: {self:?}"),
+            ));
         }
         if wd.iter().any(|&d| d == 0) || xd.iter().any(|&d| d == 0) {
-            return Err(Error::invalid("conv3d", format!("empty input {xd:?} or weight {wd:?}")));
+            return Err(Error::invalid(
+                "conv3d",
+                format!("empty input {xd:?} or weight {wd:?}"),
+            ));
         }
         let (c, o) = (xd[1], wd[0]);
         if c % self.groups != 0 || o % self.groups != 0 {
             return Err(Error::invalid(
                 "conv3d",
-                format!("groups {} must divide input channels {c} and output channels {o}", self.groups),
+                format!(
+                    "groups {} must divide input channels {c} and output channels {o}",
+                    self.groups
+                ),
             ));
         }
         if wd[1] * self.groups != c {
             return Err(Error::invalid(
                 "conv3d",
-                format!("weight expects {} input channels per group, input has {c} channels in {} groups", wd[1], self.groups),
+                format!(
+                    "weight expects {} input channels per group, input has {c} channels in {} groups",
+                    wd[1], self.groups
+                ),
             ));
         }
         if let Some(b) = bias {
             if b.dims() != [o] {
-                return Err(Error::invalid("conv3d", format!("bias must be [{o}], got {:?}", b.dims())));
+                return Err(Error::invalid(
+                    "conv3d",
+                    format!("bias must be [{o}], got {:?}", b.dims()),
+                ));
             }
         }
         self.output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]])
@@ -91,7 +124,12 @@ impl Conv3dParams {
 
 /// 3D convolution (cross-correlation, as PyTorch), `x: [N, C, D, H, W]`, `w: [O, C/groups, kD, kH, kW]`,
 /// `bias: [O]` → `[N, O, D', H', W']`. Differentiable in `x`, `w` and `bias`.
-pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, params: &Conv3dParams) -> Result<Tensor> {
+pub fn conv3d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    params: &Conv3dParams,
+) -> Result<Tensor> {
     params.validate(x, w, bias)?;
     reference::conv3d(x, w, bias, params)
 }
@@ -119,7 +157,11 @@ pub fn batch_norm_eval(
     running_var: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
-    check_channels("batch_norm_eval", x, &[Some(running_mean), Some(running_var), weight, bias])?;
+    check_channels(
+        "batch_norm_eval",
+        x,
+        &[Some(running_mean), Some(running_var), weight, bias],
+    )?;
     reference::batch_norm_eval(x, weight, bias, running_mean, running_var, eps)
 }
 
@@ -138,7 +180,10 @@ pub fn batch_norm_train(
     if n * d * h * w < 2 {
         return Err(Error::invalid(
             "batch_norm_train",
-            format!("expected more than 1 value per channel when training, got input {:?}", x.dims()),
+            format!(
+                "expected more than 1 value per channel when training, got input {:?}",
+                x.dims()
+            ),
         ));
     }
     reference::batch_norm_train(x, weight, bias, eps)
@@ -146,7 +191,12 @@ pub fn batch_norm_train(
 
 /// InstanceNorm3d on `[N, C, D, H, W]` (statistics per sample and channel, biased variance), with optional
 /// affine `weight`/`bias` `[C]`. Differentiable.
-pub fn instance_norm3d(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+pub fn instance_norm3d(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
     check_channels("instance_norm3d", x, &[weight, bias])?;
     reference::instance_norm3d(x, weight, bias, eps)
 }
@@ -160,10 +210,16 @@ pub fn layer_norm_channels(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64)
 
 /// LayerNorm over the last axis of `[..., C]` tokens, `nn.LayerNorm(C)`. Differentiable.
 pub fn layer_norm_last(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    let c = *x.dims().last().ok_or_else(|| Error::invalid("layer_norm_last", "scalar input"))?;
+    let c = *x
+        .dims()
+        .last()
+        .ok_or_else(|| Error::invalid("layer_norm_last", "scalar input"))?;
     for t in [weight, bias] {
         if t.dims() != [c] {
-            return Err(Error::invalid("layer_norm_last", format!("weight/bias must be [{c}], got {:?}", t.dims())));
+            return Err(Error::invalid(
+                "layer_norm_last",
+                format!("weight/bias must be [{c}], got {:?}", t.dims()),
+            ));
         }
     }
     reference::layer_norm_last(x, weight, bias, eps)
@@ -181,7 +237,13 @@ pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Result<Tensor> {
 
 fn check_rank5(op: &'static str, x: &Tensor) -> Result<()> {
     if x.rank() != 5 || x.dims().iter().any(|&d| d == 0) {
-        return Err(Error::invalid(op, format!("input must be a non-empty [N, C, D, H, W], got {:?}", x.dims())));
+        return Err(Error::invalid(
+            op,
+            format!(
+                "input must be a non-empty [N, C, D, H, W], got {:?}",
+                x.dims()
+            ),
+        ));
     }
     Ok(())
 }
@@ -191,7 +253,10 @@ fn check_channels(op: &'static str, x: &Tensor, per_channel: &[Option<&Tensor>])
     let c = x.dims()[1];
     for t in per_channel.iter().flatten() {
         if t.dims() != [c] {
-            return Err(Error::invalid(op, format!("per-channel tensor must be [{c}], got {:?}", t.dims())));
+            return Err(Error::invalid(
+                op,
+                format!("per-channel tensor must be [{c}], got {:?}", t.dims()),
+            ));
         }
     }
     Ok(())

@@ -40,14 +40,21 @@ impl Affine {
     /// `self · other` (apply `other` first).
     pub fn compose(&self, other: &Affine) -> Affine {
         let (a, b) = (&self.0, &other.0);
-        Affine(std::array::from_fn(|r| std::array::from_fn(|c| (0..4).map(|k| a[r][k] * b[k][c]).sum())))
+        Affine(std::array::from_fn(|r| {
+            std::array::from_fn(|c| (0..4).map(|k| a[r][k] * b[k][c]).sum())
+        }))
     }
 
     /// The inverse, or `None` when the linear part is singular.
     pub fn inverse(&self) -> Option<Affine> {
         let m = &self.0;
-        let a = [[m[0][0], m[0][1], m[0][2]], [m[1][0], m[1][1], m[1][2]], [m[2][0], m[2][1], m[2][2]]];
-        let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+        let a = [
+            [m[0][0], m[0][1], m[0][2]],
+            [m[1][0], m[1][1], m[1][2]],
+            [m[2][0], m[2][1], m[2][2]],
+        ];
+        let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+            - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
             + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
         if !det.is_finite() || det.abs() < 1e-12 {
             return None;

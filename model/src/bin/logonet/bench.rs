@@ -20,7 +20,9 @@ pub struct OpsArgs {
 /// Runs a benchmark.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Ops(_) => anyhow::bail!("`logonet bench ops` is not available in this build yet"),
+        BenchCommand::Ops(_) => {
+            anyhow::bail!("`logonet bench ops` is not available in this build yet")
+        }
         BenchCommand::Model(a) => crate::bench_model::run(a),
     }
 }
