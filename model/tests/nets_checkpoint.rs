@@ -5,8 +5,8 @@ mod nets_support;
 
 use candle_core::{DType, Device, Tensor};
 use logonet::nets::checkpoint::{
-    CONFIG_KEY, infer_config, load_into_varmap, load_net, new_net, read_config, read_state_dict, save,
-    to_safetensors_bytes,
+    CONFIG_KEY, infer_config, load_into_varmap, load_net, new_net, read_config, read_state_dict,
+    save, to_safetensors_bytes,
 };
 use logonet::nets::{NetConfig, SegmentationNet as _};
 use nets_support::{assert_close, fixture, reference};
@@ -27,7 +27,9 @@ fn reference_state_dict_loads_without_a_config() {
 fn own_checkpoint_round_trips_with_config_in_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("net.safetensors");
-    let cfg = NetConfig::from_name("logonet-tiny").unwrap().with_out_channels(3);
+    let cfg = NetConfig::from_name("logonet-tiny")
+        .unwrap()
+        .with_out_channels(3);
     let a = new_net(&cfg, &Device::Cpu).unwrap();
     // One train-mode forward so the running statistics differ from their defaults.
     let x = Tensor::randn(0f32, 1.0, (2, 1, 32, 32, 32), &Device::Cpu).unwrap();
@@ -42,7 +44,10 @@ fn own_checkpoint_round_trips_with_config_in_metadata() {
 
     let b = load_net(&path, &Device::Cpu).unwrap();
     assert_eq!(b.config, cfg);
-    let nbt = b.varmap.data().lock().unwrap()["conv.1.num_batches_tracked"].as_tensor().to_scalar::<i64>().unwrap();
+    let nbt = b.varmap.data().lock().unwrap()["conv.1.num_batches_tracked"]
+        .as_tensor()
+        .to_scalar::<i64>()
+        .unwrap();
     assert_eq!(nbt, 1);
     let x = Tensor::randn(0f32, 1.0, (1, 1, 32, 32, 32), &Device::Cpu).unwrap();
     let ya = a.net.forward_t(&x, false).unwrap();
@@ -55,10 +60,17 @@ fn own_checkpoint_round_trips_with_config_in_metadata() {
 fn module_prefix_is_stripped_and_strict_loading_reports_problems() {
     let dir = tempfile::tempdir().unwrap();
     let (w, _) = reference("ulkanet_tiny");
-    let prefixed: BTreeMap<String, Tensor> = w.iter().map(|(k, v)| (format!("module.{k}"), v.clone())).collect();
+    let prefixed: BTreeMap<String, Tensor> = w
+        .iter()
+        .map(|(k, v)| (format!("module.{k}"), v.clone()))
+        .collect();
     let cfg = infer_config(&w).unwrap();
     let path = dir.path().join("ddp.safetensors");
-    std::fs::write(&path, to_safetensors_bytes(&prefixed, &cfg, &HashMap::new()).unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        to_safetensors_bytes(&prefixed, &cfg, &HashMap::new()).unwrap(),
+    )
+    .unwrap();
     let back = read_state_dict(&path).unwrap();
     assert_eq!(back.len(), w.len());
     assert!(back.contains_key("van3d.norm1.weight"));
@@ -71,7 +83,10 @@ fn module_prefix_is_stripped_and_strict_loading_reports_problems() {
     assert!(!report.missing.is_empty());
     // A shape mismatch is always an error.
     let mut bad = back.clone();
-    bad.insert("van3d.norm1.weight".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
+    bad.insert(
+        "van3d.norm1.weight".into(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
     let u = new_net(&cfg, &Device::Cpu).unwrap();
     assert!(load_into_varmap(&u.varmap, &bad, false).is_err());
     // Garbage files give a format error naming the path.

@@ -48,7 +48,12 @@ fn van3d_encoder_matches_reference_non_cubic() {
     let outs = m.forward_t(&io["input.x"], false).unwrap();
     assert_eq!(outs.len(), 4);
     for (i, o) in outs.iter().enumerate() {
-        assert_close(&format!("van3d stage{}", i + 1), o, &io[&format!("output.stage{}", i + 1)], TOL);
+        assert_close(
+            &format!("van3d stage{}", i + 1),
+            o,
+            &io[&format!("output.stage{}", i + 1)],
+            TOL,
+        );
     }
 }
 
@@ -65,10 +70,30 @@ fn logonet_tiny_matches_reference_with_intermediates() {
     let (w, io) = reference("logonet_tiny");
     let net = Logonet::new(&lg::Config::tiny(), vb(w)).unwrap();
     let parts = net.forward_parts(&io["input.x"], false).unwrap();
-    assert_close("logonet global_out", &parts.global, &io["output.global_out"], TOL);
-    assert_close("logonet local_reassembled", &parts.local, &io["output.local_reassembled"], TOL);
+    assert_close(
+        "logonet global_out",
+        &parts.global,
+        &io["output.global_out"],
+        TOL,
+    );
+    assert_close(
+        "logonet local_reassembled",
+        &parts.local,
+        &io["output.local_reassembled"],
+        TOL,
+    );
     // (i, j, k) order with k fastest: van0_0_0 is part 0, van1_0_1 is part 4 + 0 + 1 = 5.
-    assert_close("logonet local_000_out", &parts.local_parts[0], &io["output.local_000_out"], TOL);
-    assert_close("logonet local_101_out", &parts.local_parts[5], &io["output.local_101_out"], TOL);
+    assert_close(
+        "logonet local_000_out",
+        &parts.local_parts[0],
+        &io["output.local_000_out"],
+        TOL,
+    );
+    assert_close(
+        "logonet local_101_out",
+        &parts.local_parts[5],
+        &io["output.local_101_out"],
+        TOL,
+    );
     assert_close("logonet logits", &parts.logits, &io["output.logits"], TOL);
 }

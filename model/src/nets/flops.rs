@@ -41,8 +41,12 @@ pub enum OpKind {
 impl std::fmt::Display for OpKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OpKind::DenseConv { kernel, stride } => write!(f, "dense conv {kernel}^3 stride {stride}"),
-            OpKind::DepthwiseConv { kernel, dilation } => write!(f, "depthwise conv {kernel}^3 dilation {dilation}"),
+            OpKind::DenseConv { kernel, stride } => {
+                write!(f, "dense conv {kernel}^3 stride {stride}")
+            }
+            OpKind::DepthwiseConv { kernel, dilation } => {
+                write!(f, "depthwise conv {kernel}^3 dilation {dilation}")
+            }
             OpKind::Norm => write!(f, "normalisation"),
         }
     }
@@ -138,19 +142,39 @@ impl ShapeRecorder {
     /// Number of trainable parameters (BatchNorm buffers excluded), as PyTorch's
     /// `sum(p.numel() for p in model.parameters())`.
     pub fn param_count(&self) -> u64 {
-        self.vars().iter().filter(|v| is_trainable(&v.name)).map(|v| v.shape.iter().product::<usize>() as u64).sum()
+        self.vars()
+            .iter()
+            .filter(|v| is_trainable(&v.name))
+            .map(|v| v.shape.iter().product::<usize>() as u64)
+            .sum()
     }
 }
 
 impl SimpleBackend for ShapeRecorder {
-    fn get(&self, s: Shape, name: &str, _h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         if let Ok(mut v) = self.vars.lock() {
-            v.push(VarShape { name: name.to_string(), shape: s.dims().to_vec(), dtype });
+            v.push(VarShape {
+                name: name.to_string(),
+                shape: s.dims().to_vec(),
+                dtype,
+            });
         }
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }
 
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         candle_core::bail!("ShapeRecorder cannot return {name} without a shape")
     }
 

@@ -42,20 +42,51 @@ impl Conv3d {
         params: Conv3dParams,
         bias: bool,
     ) -> Result<Self> {
-        if params.groups == 0 || in_channels % params.groups != 0 || out_channels % params.groups != 0 {
+        if params.groups == 0
+            || !in_channels.is_multiple_of(params.groups)
+            || !out_channels.is_multiple_of(params.groups)
+        {
             return Err(Error::invalid(
                 "Conv3d::new",
-                format!("groups {} must divide {in_channels} and {out_channels}", params.groups),
+                format!(
+                    "groups {} must divide {in_channels} and {out_channels}",
+                    params.groups
+                ),
             ));
         }
         let fan_in = (in_channels / params.groups) * kernel * kernel * kernel;
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let init = Init::Uniform { lo: -bound, up: bound };
-        let weight = vb.get_with_hints((out_channels, in_channels / params.groups, kernel, kernel, kernel), "weight", init)?;
-        let bias = if bias { Some(vb.get_with_hints(out_channels, "bias", init)?) } else { None };
-        Ok(Self { weight, bias, params, in_channels, out_channels, kernel })
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let weight = vb.get_with_hints(
+            (
+                out_channels,
+                in_channels / params.groups,
+                kernel,
+                kernel,
+                kernel,
+            ),
+            "weight",
+            init,
+        )?;
+        let bias = if bias {
+            Some(vb.get_with_hints(out_channels, "bias", init)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            weight,
+            bias,
+            params,
+            in_channels,
+            out_channels,
+            kernel,
+        })
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Dense or grouped convolution with isotropic `stride`, `padding`, `dilation`, with bias.
     pub fn iso(
         vb: VarBuilder,
@@ -67,7 +98,14 @@ impl Conv3d {
         dilation: usize,
         groups: usize,
     ) -> Result<Self> {
-        Self::new(vb, in_channels, out_channels, kernel, Conv3dParams::iso(stride, padding, dilation, groups), true)
+        Self::new(
+            vb,
+            in_channels,
+            out_channels,
+            kernel,
+            Conv3dParams::iso(stride, padding, dilation, groups),
+            true,
+        )
     }
 
     /// `[N, I, D, H, W]` → `[N, O, D', H', W']`.
@@ -85,20 +123,35 @@ impl Conv3d {
         if input[1] != self.in_channels {
             return Err(Error::invalid(
                 "Conv3d::macs",
-                format!("expected {} input channels, got {:?}", self.in_channels, input),
+                format!(
+                    "expected {} input channels, got {:?}",
+                    self.in_channels, input
+                ),
             ));
         }
         let k = self.kernel;
-        let [d, h, w] = self.params.output_size([input[2], input[3], input[4]], [k, k, k])?;
+        let [d, h, w] = self
+            .params
+            .output_size([input[2], input[3], input[4]], [k, k, k])?;
         let out = [input[0], self.out_channels, d, h, w];
         let out_elems = out.iter().product::<usize>() as u64;
         let kind = if self.params.groups > 1 && self.params.groups == self.in_channels {
-            OpKind::DepthwiseConv { kernel: k, dilation: self.params.dilation[0] }
+            OpKind::DepthwiseConv {
+                kernel: k,
+                dilation: self.params.dilation[0],
+            }
         } else {
-            OpKind::DenseConv { kernel: k, stride: self.params.stride[0] }
+            OpKind::DenseConv {
+                kernel: k,
+                stride: self.params.stride[0],
+            }
         };
         let per_out = (self.in_channels / self.params.groups * k * k * k) as u64;
-        counter.add_conv(kind, out_elems * per_out, if self.bias.is_some() { out_elems } else { 0 });
+        counter.add_conv(
+            kind,
+            out_elems * per_out,
+            if self.bias.is_some() { out_elems } else { 0 },
+        );
         Ok(out)
     }
 }
@@ -123,11 +176,22 @@ impl BatchNorm3d {
     pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
         let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
-        let running_mean = Var::from_tensor(&vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?)?;
-        let running_var = Var::from_tensor(&vb.get_with_hints(channels, "running_var", Init::Const(1.0))?)?;
-        let nbt = vb.get_with_hints_dtype((), "num_batches_tracked", Init::Const(0.0), DType::I64)?;
+        let running_mean =
+            Var::from_tensor(&vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?)?;
+        let running_var =
+            Var::from_tensor(&vb.get_with_hints(channels, "running_var", Init::Const(1.0))?)?;
+        let nbt =
+            vb.get_with_hints_dtype((), "num_batches_tracked", Init::Const(0.0), DType::I64)?;
         let num_batches_tracked = Var::from_tensor(&nbt)?;
-        Ok(Self { weight, bias, running_mean, running_var, num_batches_tracked, eps: 1e-5, momentum: 0.1 })
+        Ok(Self {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            num_batches_tracked,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
     }
 
     /// Eval mode: running statistics. Train mode: batch statistics (biased variance), then
@@ -143,7 +207,8 @@ impl BatchNorm3d {
                 self.eps,
             );
         }
-        let (y, mean, var_unbiased) = ops::batch_norm_train(x, Some(&self.weight), Some(&self.bias), self.eps)?;
+        let (y, mean, var_unbiased) =
+            ops::batch_norm_train(x, Some(&self.weight), Some(&self.bias), self.eps)?;
         let m = self.momentum;
         let update = |var: &Var, batch: &Tensor| -> Result<()> {
             let old = var.as_tensor().detach();
@@ -190,7 +255,11 @@ impl LayerNormChannels {
     pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
         let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
         let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
-        Ok(Self { weight, bias, eps: 1e-5 })
+        Ok(Self {
+            weight,
+            bias,
+            eps: 1e-5,
+        })
     }
 
     /// `[B, C, D, H, W]` → same, normalised over C.
@@ -218,7 +287,13 @@ pub struct DoubleCbr {
 
 impl DoubleCbr {
     /// `CBR(in → mid) → CBR(mid → out)` (3³ convs, padding 1), with a trailing ×2 upsampling if `upsample`.
-    pub fn new(vb: VarBuilder, in_c: usize, mid_c: usize, out_c: usize, upsample: bool) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        in_c: usize,
+        mid_c: usize,
+        out_c: usize,
+        upsample: bool,
+    ) -> Result<Self> {
         Ok(Self {
             conv_a: Conv3d::iso(vb.pp("0"), in_c, mid_c, 3, 1, 1, 1, 1)?,
             bn_a: BatchNorm3d::new(vb.pp("1"), mid_c)?,
@@ -234,7 +309,11 @@ impl DoubleCbr {
         let x = ops::leaky_relu(&self.bn_a.forward_t(&x, train)?, 0.01)?;
         let x = self.conv_b.forward(&x)?; // [N, out, D, H, W]
         let x = ops::leaky_relu(&self.bn_b.forward_t(&x, train)?, 0.01)?;
-        if self.upsample { ops::upsample_trilinear2x(&x) } else { Ok(x) } // [N, out, 2D, 2H, 2W]
+        if self.upsample {
+            ops::upsample_trilinear2x(&x)
+        } else {
+            Ok(x)
+        } // [N, out, 2D, 2H, 2W]
     }
 
     /// Output shape for `input`, recording MACs (trilinear upsampling counts 0, as in thop).
@@ -243,6 +322,10 @@ impl DoubleCbr {
         let s = self.bn_a.macs(counter, s);
         let s = self.conv_b.macs(counter, s)?;
         let s = self.bn_b.macs(counter, s);
-        if self.upsample { Ok([s[0], s[1], 2 * s[2], 2 * s[3], 2 * s[4]]) } else { Ok(s) }
+        if self.upsample {
+            Ok([s[0], s[1], 2 * s[2], 2 * s[3], 2 * s[4]])
+        } else {
+            Ok(s)
+        }
     }
 }

@@ -116,10 +116,16 @@ impl Config {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<()> {
         self.global().validate()?;
-        if self.patch_count == 0 || self.local_stages == 0 || self.local_stages > self.embed_dims.len() {
+        if self.patch_count == 0
+            || self.local_stages == 0
+            || self.local_stages > self.embed_dims.len()
+        {
             return Err(Error::invalid(
                 "logonet::Config",
-                format!("patch_count {} and local_stages {} must be in 1..=stages", self.patch_count, self.local_stages),
+                format!(
+                    "patch_count {} and local_stages {} must be in 1..=stages",
+                    self.patch_count, self.local_stages
+                ),
             ));
         }
         self.local().validate()
@@ -177,18 +183,30 @@ impl Logonet {
         for i in 0..p {
             for j in 0..p {
                 for k in 0..p {
-                    locals.push(Ulkanet::new_subnet(&local_cfg, vb.pp(format!("van{i}_{j}_{k}")))?);
+                    locals.push(Ulkanet::new_subnet(
+                        &local_cfg,
+                        vb.pp(format!("van{i}_{j}_{k}")),
+                    )?);
                 }
             }
         }
         let out = cfg.out_channels;
         let conv0 = Conv3d::iso(vb.pp("conv").pp("0"), out, out, 3, 1, 1, 1, 1)?;
         let norm = match cfg.fusion_norm {
-            FusionNorm::Batch => FusionNormLayer::Batch(BatchNorm3d::new(vb.pp("conv").pp("1"), out)?),
+            FusionNorm::Batch => {
+                FusionNormLayer::Batch(BatchNorm3d::new(vb.pp("conv").pp("1"), out)?)
+            }
             FusionNorm::Instance => FusionNormLayer::Instance,
         };
         let conv3 = Conv3d::iso(vb.pp("conv").pp("3"), out, out, 1, 1, 0, 1, 1)?;
-        Ok(Self { cfg: cfg.clone(), global, locals, conv0, norm, conv3 })
+        Ok(Self {
+            cfg: cfg.clone(),
+            global,
+            locals,
+            conv0,
+            norm,
+            conv3,
+        })
     }
 
     /// The configuration.
@@ -239,7 +257,12 @@ impl Logonet {
         };
         let y = ops::gelu(&y)?;
         let logits = self.conv3.forward(&y)?; // [N, out, D, H, W]
-        Ok(LogonetParts { global, local, local_parts, logits })
+        Ok(LogonetParts {
+            global,
+            local,
+            local_parts,
+            logits,
+        })
     }
 
     /// Records MACs for an input shape; returns the output shape.

@@ -56,8 +56,16 @@ pub enum NetConfig {
 }
 
 /// The names [`NetConfig::from_name`] accepts.
-pub const NET_NAMES: [&str; 8] =
-    ["logonet-tiny", "logonet-s", "logonet-l", "logonet-in-s", "ulkanet-tiny", "ulkanet-s", "ulkanet-l", "logonet-in-l"];
+pub const NET_NAMES: [&str; 8] = [
+    "logonet-tiny",
+    "logonet-s",
+    "logonet-l",
+    "logonet-in-s",
+    "ulkanet-tiny",
+    "ulkanet-s",
+    "ulkanet-l",
+    "logonet-in-l",
+];
 
 impl NetConfig {
     /// A preset by name (case-insensitive): `logonet-{tiny,s,l}`, `logonet-in-{s,l}` (InstanceNorm fusion head),
@@ -95,7 +103,11 @@ impl NetConfig {
             ),
             Self::Logonet(c) => format!(
                 "LoGoNet ({}) dims {:?} depths {:?} mlp {:?}, {}^3 local nets of {} stages, {} -> {} channels",
-                if c.fusion_norm == logonet::FusionNorm::Batch { "VANV4122GL" } else { "VANV4121GL" },
+                if c.fusion_norm == logonet::FusionNorm::Batch {
+                    "VANV4122GL"
+                } else {
+                    "VANV4121GL"
+                },
                 c.embed_dims,
                 c.depths,
                 c.mlp_ratios,
@@ -179,6 +191,7 @@ impl NetConfig {
 
 /// Any network of this module.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum AnyNet {
     /// ULKANet.
     Ulkanet(Ulkanet),

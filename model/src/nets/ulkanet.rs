@@ -38,7 +38,13 @@ pub struct Config {
 impl Config {
     /// The fixtures' tiny net: dims [8, 16, 32, 64], depths [1, 1, 1, 1], mlp [8, 8, 4, 4], 1 → 14.
     pub fn tiny() -> Self {
-        Self { in_channels: 1, out_channels: 14, embed_dims: vec![8, 16, 32, 64], depths: vec![1; 4], mlp_ratios: vec![8, 8, 4, 4] }
+        Self {
+            in_channels: 1,
+            out_channels: 14,
+            embed_dims: vec![8, 16, 32, 64],
+            depths: vec![1; 4],
+            mlp_ratios: vec![8, 8, 4, 4],
+        }
     }
 
     /// The paper's default ("S"; `BTCV/main.py` defaults): dims 64..512, depths 3, 4, 6, 3, mlp 8, 8, 4, 4.
@@ -85,10 +91,12 @@ impl Config {
             ));
         }
         if self.in_channels == 0 || self.out_channels == 0 || self.mlp_ratios.contains(&0) {
-            return bad(format!("channels and mlp ratios must be positive: {self:?}"));
+            return bad(format!(
+                "channels and mlp ratios must be positive: {self:?}"
+            ));
         }
         let c = self.embed_dims[s - 1];
-        if c % (1 << s) != 0 || (0..s).any(|i| self.embed_dims[i] != c >> (s - 1 - i)) {
+        if !c.is_multiple_of(1 << s) || (0..s).any(|i| self.embed_dims[i] != c >> (s - 1 - i)) {
             return bad(format!(
                 "embed_dims {:?} must double per stage and the last must be divisible by 2^{s}",
                 self.embed_dims
@@ -104,15 +112,29 @@ impl Config {
 }
 
 /// Shared input check: rank 5, `in_channels`, every spatial size a positive multiple of `multiple`.
-pub(crate) fn check_input_dims(model: &str, dims: &[usize], in_channels: usize, multiple: usize) -> Result<()> {
+pub(crate) fn check_input_dims(
+    model: &str,
+    dims: &[usize],
+    in_channels: usize,
+    multiple: usize,
+) -> Result<()> {
     if dims.len() != 5 || dims[0] == 0 {
-        return Err(Error::invalid("forward", format!("{model} expects [N, C, D, H, W], got {dims:?}")));
+        return Err(Error::invalid(
+            "forward",
+            format!("{model} expects [N, C, D, H, W], got {dims:?}"),
+        ));
     }
     if dims[1] != in_channels {
-        return Err(Error::invalid("forward", format!("{model} expects {in_channels} input channels, got {dims:?}")));
+        return Err(Error::invalid(
+            "forward",
+            format!("{model} expects {in_channels} input channels, got {dims:?}"),
+        ));
     }
     let spatial = &dims[2..];
-    if spatial.iter().any(|&d| d == 0 || d % multiple != 0) {
+    if spatial
+        .iter()
+        .any(|&d| d == 0 || !d.is_multiple_of(multiple))
+    {
         return Err(Error::InputSize {
             model: model.to_string(),
             got: spatial.to_vec(),
@@ -170,23 +192,68 @@ impl Ulkanet {
         let c = cfg.embed_dims[s - 1];
         let ch = |i: usize| c >> i; // C/2^i
         let out = cfg.out_channels;
-        let first_conv = DoubleCbr::new(vb.pp("first_conv"), cfg.in_channels, ch(s), ch(s - 1), false)?;
-        let van3d = Van3d::new(vb.pp("van3d"), cfg.in_channels, &cfg.embed_dims, &cfg.mlp_ratios, &cfg.depths)?;
+        let first_conv = DoubleCbr::new(
+            vb.pp("first_conv"),
+            cfg.in_channels,
+            ch(s),
+            ch(s - 1),
+            false,
+        )?;
+        let van3d = Van3d::new(
+            vb.pp("van3d"),
+            cfg.in_channels,
+            &cfg.embed_dims,
+            &cfg.mlp_ratios,
+            &cfg.depths,
+        )?;
         let upsample = (0..s)
-            .map(|i| DoubleCbr::new(vb.pp(format!("upsample{i}")), ch(i), ch(i + 1), ch(i + 1), true))
+            .map(|i| {
+                DoubleCbr::new(
+                    vb.pp(format!("upsample{i}")),
+                    ch(i),
+                    ch(i + 1),
+                    ch(i + 1),
+                    true,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let conv_res = (0..s - 1)
-            .map(|i| DoubleCbr::new(vb.pp(format!("conv_res{i}")), ch(i + 1), ch(i + 1), ch(i + 1), false))
+            .map(|i| {
+                DoubleCbr::new(
+                    vb.pp(format!("conv_res{i}")),
+                    ch(i + 1),
+                    ch(i + 1),
+                    ch(i + 1),
+                    false,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let conv = (0..s - 1)
-            .map(|i| DoubleCbr::new(vb.pp(format!("conv{i}")), ch(i), ch(i + 1), ch(i + 1), false))
+            .map(|i| {
+                DoubleCbr::new(
+                    vb.pp(format!("conv{i}")),
+                    ch(i),
+                    ch(i + 1),
+                    ch(i + 1),
+                    false,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let (final_conv0, final_upsample, final_conv1, logits) = match head {
             Head::Logits => (
                 DoubleCbr::new(vb.pp("final_conv0"), ch(s), out, out, false)?,
                 DoubleCbr::new(vb.pp("final_upsample"), out, out, out, true)?,
                 DoubleCbr::new(vb.pp("final_conv1"), out + ch(s - 1), out, out, false)?,
-                Some(Conv3d::iso(vb.pp("final_conv1").pp("6"), out, out, 1, 1, 0, 1, 1)?),
+                Some(Conv3d::iso(
+                    vb.pp("final_conv1").pp("6"),
+                    out,
+                    out,
+                    1,
+                    1,
+                    0,
+                    1,
+                    1,
+                )?),
             ),
             Head::Features => (
                 DoubleCbr::new(vb.pp("final_conv0"), ch(s), ch(s), ch(s), false)?,
@@ -195,7 +262,19 @@ impl Ulkanet {
                 None,
             ),
         };
-        Ok(Self { cfg: cfg.clone(), head, first_conv, van3d, upsample, conv_res, conv, final_conv0, final_upsample, final_conv1, logits })
+        Ok(Self {
+            cfg: cfg.clone(),
+            head,
+            first_conv,
+            van3d,
+            upsample,
+            conv_res,
+            conv,
+            final_conv0,
+            final_upsample,
+            final_conv1,
+            logits,
+        })
     }
 
     /// The configuration.
@@ -244,7 +323,11 @@ impl Ulkanet {
     /// Records MACs for an input shape; returns the output shape.
     pub fn macs(&self, c: &mut MacCounter, input: [usize; 5]) -> Result<[usize; 5]> {
         let part = c.part().to_string();
-        let prefix = if part.is_empty() { String::new() } else { format!("{part} ") };
+        let prefix = if part.is_empty() {
+            String::new()
+        } else {
+            format!("{part} ")
+        };
         c.set_part(format!("{prefix}decoder"));
         let first = self.first_conv.macs(c, input)?;
         c.set_part(format!("{prefix}encoder"));

@@ -101,7 +101,16 @@ impl Mlp {
     pub fn new(vb: VarBuilder, dim: usize, hidden: usize) -> Result<Self> {
         Ok(Self {
             fc1: Conv3d::iso(vb.pp("fc1"), dim, hidden, 1, 1, 0, 1, 1)?,
-            dwconv: Conv3d::iso(vb.pp("dwconv3d").pp("dwconv3d"), hidden, hidden, 3, 1, 1, 1, hidden)?,
+            dwconv: Conv3d::iso(
+                vb.pp("dwconv3d").pp("dwconv3d"),
+                hidden,
+                hidden,
+                3,
+                1,
+                1,
+                1,
+                hidden,
+            )?,
             fc2: Conv3d::iso(vb.pp("fc2"), hidden, dim, 1, 1, 0, 1, 1)?,
         })
     }
@@ -166,7 +175,10 @@ impl Block3D {
         let (b, n, c) = tokens.dims3()?;
         let [d, h, w] = dhw;
         if n != d * h * w {
-            return Err(Error::invalid("Block3D::forward_tokens", format!("{n} tokens but D·H·W = {dhw:?}")));
+            return Err(Error::invalid(
+                "Block3D::forward_tokens",
+                format!("{n} tokens but D·H·W = {dhw:?}"),
+            ));
         }
         let x = tokens.transpose(1, 2)?.reshape((b, c, d, h, w))?; // [B, C, D, H, W]
         let y = self.forward_t(&x, train)?;
@@ -192,7 +204,13 @@ pub struct OverlapPatchEmbed3D {
 
 impl OverlapPatchEmbed3D {
     /// Weights `proj`, `norm` under `vb`.
-    pub fn new(vb: VarBuilder, in_c: usize, out_c: usize, patch: usize, stride: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        in_c: usize,
+        out_c: usize,
+        patch: usize,
+        stride: usize,
+    ) -> Result<Self> {
         Ok(Self {
             proj: Conv3d::iso(vb.pp("proj"), in_c, out_c, patch, stride, patch / 2, 1, 1)?,
             norm: BatchNorm3d::new(vb.pp("norm"), out_c)?,
@@ -228,24 +246,52 @@ pub struct Van3d {
 
 impl Van3d {
     /// Builds the encoder; `embed_dims`, `mlp_ratios`, `depths` must have the same non-zero length.
-    pub fn new(vb: VarBuilder, in_chans: usize, embed_dims: &[usize], mlp_ratios: &[usize], depths: &[usize]) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        in_chans: usize,
+        embed_dims: &[usize],
+        mlp_ratios: &[usize],
+        depths: &[usize],
+    ) -> Result<Self> {
         let s = embed_dims.len();
         if s == 0 || mlp_ratios.len() != s || depths.len() != s {
             return Err(Error::invalid(
                 "Van3d::new",
-                format!("embed_dims {embed_dims:?}, mlp_ratios {mlp_ratios:?}, depths {depths:?} must have one entry per stage"),
+                format!(
+                    "embed_dims {embed_dims:?}, mlp_ratios {mlp_ratios:?}, depths {depths:?} must have one entry per stage"
+                ),
             ));
         }
         let mut stages = Vec::with_capacity(s);
         for i in 0..s {
             let n = i + 1;
-            let (in_c, patch, stride) = if i == 0 { (in_chans, 7, 4) } else { (embed_dims[i - 1], 3, 2) };
-            let patch_embed = OverlapPatchEmbed3D::new(vb.pp(format!("patch_embed{n}")), in_c, embed_dims[i], patch, stride)?;
+            let (in_c, patch, stride) = if i == 0 {
+                (in_chans, 7, 4)
+            } else {
+                (embed_dims[i - 1], 3, 2)
+            };
+            let patch_embed = OverlapPatchEmbed3D::new(
+                vb.pp(format!("patch_embed{n}")),
+                in_c,
+                embed_dims[i],
+                patch,
+                stride,
+            )?;
             let blocks = (0..depths[i])
-                .map(|j| Block3D::new(vb.pp(format!("block{n}")).pp(j.to_string()), embed_dims[i], mlp_ratios[i]))
+                .map(|j| {
+                    Block3D::new(
+                        vb.pp(format!("block{n}")).pp(j.to_string()),
+                        embed_dims[i],
+                        mlp_ratios[i],
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
             let norm = LayerNormChannels::new(vb.pp(format!("norm{n}")), embed_dims[i])?;
-            stages.push(Stage { patch_embed, blocks, norm });
+            stages.push(Stage {
+                patch_embed,
+                blocks,
+                norm,
+            });
         }
         Ok(Self { stages })
     }

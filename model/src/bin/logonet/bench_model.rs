@@ -49,7 +49,9 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         // candle's CPU kernels read RAYON_NUM_THREADS; set it before any tensor work, while single-threaded.
         // SAFETY: no other thread exists yet that could read the environment concurrently.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
     let device = Device::Cpu;
     let path = Path::new(&args.model);
@@ -59,7 +61,13 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         checkpoint::new_net(&resolve_config(&args.model)?, &device)?
     };
     let cfg = &loaded.config;
-    let input = [args.batch, cfg.in_channels(), args.size, args.size, args.size];
+    let input = [
+        args.batch,
+        cfg.in_channels(),
+        args.size,
+        args.size,
+        args.size,
+    ];
     cfg.check_input(&input)?;
     let macs = loaded.net.macs(input)?;
     let x = Tensor::randn(0f32, 1.0, input.as_slice(), &device)?.to_dtype(DType::F32)?;
@@ -80,7 +88,11 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     let min = sorted[0];
     let gflop = 2.0 * macs.conv_macs as f64 / 1e9;
     let rss = peak_rss_bytes();
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     if args.json {
         let out = serde_json::json!({
             "model": args.model,
@@ -97,8 +109,15 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("model      {}", cfg.describe());
-        println!("input      {input:?}, {} mode, {threads} threads", if args.train { "train" } else { "eval" });
-        println!("forward    median {median:.3} s, min {min:.3} s over {} runs ({:.1} GFLOP/s)", times.len(), gflop / median);
+        println!(
+            "input      {input:?}, {} mode, {threads} threads",
+            if args.train { "train" } else { "eval" }
+        );
+        println!(
+            "forward    median {median:.3} s, min {min:.3} s over {} runs ({:.1} GFLOP/s)",
+            times.len(),
+            gflop / median
+        );
         match rss {
             Some(b) => println!("peak RSS   {:.2} GB", b as f64 / 1e9),
             None => println!("peak RSS   unavailable (no /proc/self/status)"),
