@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn phantom_has_labelled_organs_in_hu() {
-        let (image, labels) = local_phantom([48, 48, 24], [3.5, 3.5, 7.0]);
+        let (image, labels) = local_phantom([96, 96, 40], [3.7, 3.7, 6.0]);
         assert_eq!(image.dims, labels.dims);
         let present = logonet_viewer::legend::present_labels(&labels.data);
         assert!(present.contains(&6) && present.contains(&1), "{present:?}");
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn metrics_of_identical_maps_are_perfect() {
-        let (_, labels) = local_phantom([32, 32, 16], [5.0, 5.0, 10.0]);
+        let (_, labels) = local_phantom([64, 64, 24], [5.5, 5.5, 10.0]);
         let rows = metrics(&labels, &labels, &LabelTable::btcv()).unwrap_or_default();
         assert!(!rows.is_empty());
         for r in rows {

@@ -48,7 +48,8 @@ pub fn metrics_table_ui(ui: &mut egui::Ui, rows: &[MetricRow]) {
             ui.end_row();
             for r in rows {
                 let [cr, cg, cb] = r.color;
-                ui.colored_label(Color32::from_rgb(cr, cg, cb), "■");
+                let (rect, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
+                ui.painter().rect_filled(rect, 2.0, Color32::from_rgb(cr, cg, cb));
                 ui.label(&r.name);
                 ui.label(fmt_opt(Some(r.dice), 3));
                 ui.label(fmt_opt(r.hd95_mm, 1));

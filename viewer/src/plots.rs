@@ -46,7 +46,7 @@ pub fn histogram_ui(ui: &mut egui::Ui, hist: &Histogram, window: WindowLevel) {
         .collect();
     let lo = (window.center - 0.5 * window.width) as f64;
     let hi = (window.center + 0.5 * window.width) as f64;
-    Plot::new("intensity_histogram").height(110.0).show_y(false).allow_scroll(false).allow_drag(false).show(ui, |plot| {
+    Plot::new("intensity_histogram").height(80.0).show_y(false).allow_scroll(false).allow_drag(false).show(ui, |plot| {
         plot.bar_chart(BarChart::new("log10 voxels", bars).color(egui::Color32::from_gray(170)));
         plot.vline(VLine::new("window min", lo).color(egui::Color32::from_rgb(120, 170, 255)));
         plot.vline(VLine::new("window max", hi).color(egui::Color32::from_rgb(120, 170, 255)));

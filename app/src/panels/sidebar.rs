@@ -16,9 +16,9 @@ pub fn sidebar_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
         ui.separator();
         window_section_ui(ui, app);
         ui.separator();
-        overlay_section_ui(ui, app);
-        ui.separator();
         segmentation_section_ui(ui, app);
+        ui.separator();
+        overlay_section_ui(ui, app);
     });
 }
 
@@ -67,10 +67,13 @@ fn window_section_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     let view = &mut app.view;
     let mut changed = false;
     ui.horizontal(|ui| {
-        ui.label("Level");
-        changed |= ui.add(egui::DragValue::new(&mut view.window.center).speed(2.0)).changed();
-        ui.label("Width");
-        changed |= ui.add(egui::DragValue::new(&mut view.window.width).speed(2.0).range(1.0..=10_000.0)).changed();
+        let level = ui.label("Level");
+        changed |= ui.add(egui::DragValue::new(&mut view.window.center).speed(2.0)).labelled_by(level.id).changed();
+        let width = ui.label("Width");
+        changed |= ui
+            .add(egui::DragValue::new(&mut view.window.width).speed(2.0).range(1.0..=10_000.0))
+            .labelled_by(width.id)
+            .changed();
     });
     if changed {
         view.preset = None;
@@ -107,7 +110,7 @@ fn overlay_section_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
 }
 
 fn segmentation_section_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
-    ui.heading("Segmentation");
+    ui.heading("Segment");
     match &app.model {
         Some(m) => {
             ui.label(format!("Model: {}", m.name));

@@ -19,7 +19,7 @@ pub fn messages_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     for (i, m) in app.messages.iter().enumerate() {
         ui.horizontal(|ui| {
             let color = if m.is_error { ui.visuals().error_fg_color } else { ui.visuals().text_color() };
-            ui.colored_label(color, if m.is_error { "⚠" } else { "ℹ" });
+            ui.colored_label(color, if m.is_error { "Error:" } else { "Note:" });
             ui.colored_label(color, &m.text);
             if ui.small_button("Dismiss").clicked() {
                 dismiss = Some(i);
@@ -34,7 +34,8 @@ pub fn messages_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
 /// Draws whichever floating windows are open.
 pub fn windows_ui(ctx: &egui::Context, app: &mut StudioApp) {
     let mut show_metrics = app.view.show_metrics;
-    egui::Window::new("Metrics").open(&mut show_metrics).default_width(460.0).show(ctx, |ui| {
+    let top_right = ctx.content_rect().right_top() + egui::vec2(-500.0, 60.0);
+    egui::Window::new("Metrics").open(&mut show_metrics).default_width(460.0).default_pos(top_right).show(ctx, |ui| {
         match &app.doc {
             Some(doc) if doc.pred.is_some() && doc.gt.is_some() => {
                 logonet_viewer::metrics_table::metrics_table_ui(ui, &doc.metrics);
