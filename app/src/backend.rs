@@ -23,32 +23,44 @@ pub struct Sample {
 /// The embedded default sample: the synthetic abdominal CT phantom of `logonet::volume::phantom` (13 BTCV
 /// organs, HU, RAS) with its ground truth.
 pub fn default_sample() -> Result<Sample> {
-    let (image, labels) = logonet::volume::phantom::phantom(&logonet::volume::phantom::PhantomConfig::default());
-    Ok(Sample { image, labels: Some(labels), name: "Synthetic abdomen phantom".to_string() })
+    let (image, labels) =
+        logonet::volume::phantom::phantom(&logonet::volume::phantom::PhantomConfig::default());
+    Ok(Sample {
+        image,
+        labels: Some(labels),
+        name: "Synthetic abdomen phantom".to_string(),
+    })
 }
 
 /// A small, fast synthetic abdomen (used for frame-time benchmarks at any size): body, fat, spine, liver, spleen, kidneys, aorta, stomach (BTCV values), RAS grid.
 pub fn local_phantom(dims: [usize; 3], spacing_mm: [f64; 3]) -> (ImageVolume, LabelVolume) {
     let [ni, nj, nk] = dims;
-    let origin = [-(ni as f64) * spacing_mm[0] / 2.0, -(nj as f64) * spacing_mm[1] / 2.0, 0.0];
+    let origin = [
+        -(ni as f64) * spacing_mm[0] / 2.0,
+        -(nj as f64) * spacing_mm[1] / 2.0,
+        0.0,
+    ];
     let affine = Affine::from_spacing_origin(spacing_mm, origin);
     let mut image = vec![-1000.0f32; ni * nj * nk];
     let mut labels = vec![0u16; ni * nj * nk];
     // Ellipsoid test in millimetres about a centre (x: R+, y: A+, z: S+).
     let inside = |p: [f64; 3], c: [f64; 3], r: [f64; 3]| {
-        ((p[0] - c[0]) / r[0]).powi(2) + ((p[1] - c[1]) / r[1]).powi(2) + ((p[2] - c[2]) / r[2]).powi(2) <= 1.0
+        ((p[0] - c[0]) / r[0]).powi(2)
+            + ((p[1] - c[1]) / r[1]).powi(2)
+            + ((p[2] - c[2]) / r[2]).powi(2)
+            <= 1.0
     };
     let zc = nk as f64 * spacing_mm[2] / 2.0;
     // (label, centre, radii, HU)
     let organs: [(u16, [f64; 3], [f64; 3], f32); 8] = [
-        (6, [-45.0, 10.0, zc + 15.0], [55.0, 45.0, 50.0], 60.0),  // liver
-        (1, [55.0, -5.0, zc + 20.0], [22.0, 30.0, 30.0], 50.0),   // spleen
+        (6, [-45.0, 10.0, zc + 15.0], [55.0, 45.0, 50.0], 60.0), // liver
+        (1, [55.0, -5.0, zc + 20.0], [22.0, 30.0, 30.0], 50.0),  // spleen
         (2, [-35.0, -45.0, zc - 25.0], [16.0, 18.0, 35.0], 35.0), // right kidney
-        (3, [35.0, -45.0, zc - 20.0], [16.0, 18.0, 35.0], 35.0),  // left kidney
-        (8, [8.0, -30.0, zc], [8.0, 8.0, 200.0], 180.0),           // aorta
-        (9, [-18.0, -25.0, zc], [9.0, 9.0, 200.0], 120.0),        // inferior vena cava
-        (7, [35.0, 30.0, zc + 25.0], [28.0, 22.0, 30.0], 20.0),   // stomach
-        (11, [10.0, 0.0, zc - 5.0], [30.0, 8.0, 10.0], 45.0),     // pancreas
+        (3, [35.0, -45.0, zc - 20.0], [16.0, 18.0, 35.0], 35.0), // left kidney
+        (8, [8.0, -30.0, zc], [8.0, 8.0, 200.0], 180.0),         // aorta
+        (9, [-18.0, -25.0, zc], [9.0, 9.0, 200.0], 120.0),       // inferior vena cava
+        (7, [35.0, 30.0, zc + 25.0], [28.0, 22.0, 30.0], 20.0),  // stomach
+        (11, [10.0, 0.0, zc - 5.0], [30.0, 8.0, 10.0], 45.0),    // pancreas
     ];
     for i in 0..ni {
         for j in 0..nj {
@@ -80,8 +92,16 @@ pub fn local_phantom(dims: [usize; 3], spacing_mm: [f64; 3]) -> (ImageVolume, La
             }
         }
     }
-    let image = ImageVolume { data: image, dims, ras_from_ijk: affine };
-    let labels = LabelVolume { data: labels, dims, ras_from_ijk: affine };
+    let image = ImageVolume {
+        data: image,
+        dims,
+        ras_from_ijk: affine,
+    };
+    let labels = LabelVolume {
+        data: labels,
+        dims,
+        ras_from_ijk: affine,
+    };
     (image, labels)
 }
 
@@ -123,13 +143,22 @@ pub struct SeriesInfo {
 }
 
 /// Lists the DICOM series under `dir`.
-pub fn scan_series(dir: &Path, progress: &dyn Progress, cancel: &CancelToken) -> Result<Vec<SeriesInfo>> {
+pub fn scan_series(
+    dir: &Path,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<Vec<SeriesInfo>> {
     let _ = (dir, progress, cancel);
     Err(not_in_build("open DICOM folder", "DICOM reading"))
 }
 
 /// Loads series `uid` from `dir` as one volume.
-pub fn load_series(dir: &Path, uid: &str, progress: &dyn Progress, cancel: &CancelToken) -> Result<ImageVolume> {
+pub fn load_series(
+    dir: &Path,
+    uid: &str,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<ImageVolume> {
     let _ = (dir, uid, progress, cancel);
     Err(not_in_build("open DICOM series", "DICOM reading"))
 }
@@ -151,9 +180,18 @@ pub fn load_model(path: &Path) -> Result<Model> {
 }
 
 /// Segments `image` with `model` (sliding window), reporting progress and honouring `cancel`.
-pub fn segment(model: &Model, image: &ImageVolume, progress: &dyn Progress, cancel: &CancelToken) -> Result<LabelVolume> {
+pub fn segment(
+    model: &Model,
+    image: &ImageVolume,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<LabelVolume> {
     let _ = (model, image);
-    progress.report(ProgressEvent { stage: "inference".into(), done: 0, total: 0 });
+    progress.report(ProgressEvent {
+        stage: "inference".into(),
+        done: 0,
+        total: 0,
+    });
     cancel.check()?;
     Err(not_in_build("segment", "inference (logonet::infer)"))
 }
@@ -162,7 +200,10 @@ pub fn segment(model: &Model, image: &ImageVolume, progress: &dyn Progress, canc
 /// present in either map.
 pub fn metrics(pred: &LabelVolume, gt: &LabelVolume, table: &LabelTable) -> Result<Vec<MetricRow>> {
     if pred.dims != gt.dims {
-        return Err(Error::invalid("metrics", format!("grids differ: {:?} vs {:?}", pred.dims, gt.dims)));
+        return Err(Error::invalid(
+            "metrics",
+            format!("grids differ: {:?} vs {:?}", pred.dims, gt.dims),
+        ));
     }
     let max = pred.data.iter().chain(&gt.data).copied().max().unwrap_or(0) as usize;
     let mut tp = vec![0u64; max + 1];

@@ -52,9 +52,20 @@ impl<T: Send + 'static> Job<T> {
             }
         });
         if let Err(e) = spawned {
-            let _ = tx.send(Msg::Done(Err(logonet::Error::io("cannot start a background thread", e, ""))));
+            let _ = tx.send(Msg::Done(Err(logonet::Error::io(
+                "cannot start a background thread",
+                e,
+                "",
+            ))));
         }
-        Self { name, rx, cancel, started: Instant::now(), progress: None, fraction_at: None }
+        Self {
+            name,
+            rx,
+            cancel,
+            started: Instant::now(),
+            progress: None,
+            fraction_at: None,
+        }
     }
 
     /// Drains the channel: keeps the latest progress, returns the result once the job has finished.
@@ -70,7 +81,10 @@ impl<T: Send + 'static> Job<T> {
                 Ok(Msg::Done(result)) => return Some(result),
                 Err(TryRecvError::Empty) => return None,
                 Err(TryRecvError::Disconnected) => {
-                    return Some(Err(logonet::Error::invalid("background job", "the job stopped without a result")));
+                    return Some(Err(logonet::Error::invalid(
+                        "background job",
+                        "the job stopped without a result",
+                    )));
                 }
             }
         }
@@ -88,7 +102,10 @@ impl<T: Send + 'static> Job<T> {
 
     /// Fraction done, when the job reports a total.
     pub fn fraction(&self) -> Option<f32> {
-        self.progress.as_ref().filter(|p| p.total > 0).map(|p| (p.done as f32 / p.total as f32).clamp(0.0, 1.0))
+        self.progress
+            .as_ref()
+            .filter(|p| p.total > 0)
+            .map(|p| (p.done as f32 / p.total as f32).clamp(0.0, 1.0))
     }
 
     /// Time since the job started.
@@ -104,7 +121,9 @@ impl<T: Send + 'static> Job<T> {
         }
         let elapsed = at.duration_since(self.started).as_secs_f32();
         let total = elapsed / f;
-        Some(Duration::from_secs_f32((total - self.started.elapsed().as_secs_f32()).max(0.0)))
+        Some(Duration::from_secs_f32(
+            (total - self.started.elapsed().as_secs_f32()).max(0.0),
+        ))
     }
 
     /// One-line status: "Segmenting: inference 12/40, 0:35 left".
@@ -137,7 +156,9 @@ pub fn job_progress_ui<T: Send + 'static>(ui: &mut egui::Ui, job: &Job<T>) -> bo
         };
         ui.add(bar.desired_width(180.0));
         ui.label(job.status_line());
-        cancel = ui.add_enabled(!job.is_cancelling(), egui::Button::new("Cancel")).clicked();
+        cancel = ui
+            .add_enabled(!job.is_cancelling(), egui::Button::new("Cancel"))
+            .clicked();
     });
     cancel
 }
@@ -160,7 +181,11 @@ mod tests {
         let ctx = egui::Context::default();
         let mut job = Job::spawn(&ctx, "count", |p, _| {
             for i in 1..=4 {
-                p.report(ProgressEvent { stage: "step".into(), done: i, total: 4 });
+                p.report(ProgressEvent {
+                    stage: "step".into(),
+                    done: i,
+                    total: 4,
+                });
             }
             Ok(42)
         });
@@ -171,9 +196,11 @@ mod tests {
     #[test]
     fn job_can_be_cancelled() {
         let ctx = egui::Context::default();
-        let mut job: Job<()> = Job::spawn(&ctx, "forever", |_, cancel| loop {
-            cancel.check()?;
-            std::thread::sleep(Duration::from_millis(1));
+        let mut job: Job<()> = Job::spawn(&ctx, "forever", |_, cancel| {
+            loop {
+                cancel.check()?;
+                std::thread::sleep(Duration::from_millis(1));
+            }
         });
         job.cancel();
         assert!(matches!(wait(&mut job), Err(logonet::Error::Cancelled)));

@@ -26,9 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use logonet::volume::{ImageVolume, LabelVolume};
+use logonet_viewer::Axis;
 use logonet_viewer::slice_view::SliceView;
 use logonet_viewer::window_level::{self, Preset};
-use logonet_viewer::Axis;
 
 use crate::actions::{Action, LabelTarget};
 use crate::backend::{Model, SeriesInfo};
@@ -156,18 +156,42 @@ impl StudioApp {
     /// The app on an egui context (used by `new` and by tests).
     pub fn with_context(ctx: &egui::Context, options: StartOptions) -> Self {
         ctx.set_visuals(egui::Visuals::dark());
-        let recent = options.recent_file.as_deref().map(RecentFiles::load).unwrap_or_default();
-        let screenshot = options.screenshot.clone().map(|path| ScreenshotState { path, ..Default::default() });
-        let bench = options.bench_frames.map(|frames| BenchState { frames, done: 0, ui_ms: Vec::new(), frame_ms: Vec::new(), last: None });
+        let recent = options
+            .recent_file
+            .as_deref()
+            .map(RecentFiles::load)
+            .unwrap_or_default();
+        let screenshot = options.screenshot.clone().map(|path| ScreenshotState {
+            path,
+            ..Default::default()
+        });
+        let bench = options.bench_frames.map(|frames| BenchState {
+            frames,
+            done: 0,
+            ui_ms: Vec::new(),
+            frame_ms: Vec::new(),
+            last: None,
+        });
         let mut app = Self {
             doc: None,
             view: ViewSettings::for_document(&Document::new(
-                ImageVolume { data: vec![0.0], dims: [1, 1, 1], ras_from_ijk: Default::default() },
+                ImageVolume {
+                    data: vec![0.0],
+                    dims: [1, 1, 1],
+                    ras_from_ijk: Default::default(),
+                },
                 String::new(),
                 None,
             )),
-            views: [SliceView::new(Axis::Axial, "axial"), SliceView::new(Axis::Coronal, "coronal"), SliceView::new(Axis::Sagittal, "sagittal")],
-            compare_views: [SliceView::new(Axis::Axial, "compare-gt"), SliceView::new(Axis::Axial, "compare-pred")],
+            views: [
+                SliceView::new(Axis::Axial, "axial"),
+                SliceView::new(Axis::Coronal, "coronal"),
+                SliceView::new(Axis::Sagittal, "sagittal"),
+            ],
+            compare_views: [
+                SliceView::new(Axis::Axial, "compare-gt"),
+                SliceView::new(Axis::Axial, "compare-pred"),
+            ],
             model: None,
             load_job: None,
             segment_job: None,
@@ -188,36 +212,65 @@ impl StudioApp {
     }
 
     fn start_initial_load(&mut self, ctx: &egui::Context) {
-        let StartOptions { open, gt, model, phantom_dims, .. } = self.options.clone();
-        let name = open.as_deref().map(file_name).unwrap_or_else(|| "Synthetic abdomen phantom".into());
+        let StartOptions {
+            open,
+            gt,
+            model,
+            phantom_dims,
+            ..
+        } = self.options.clone();
+        let name = open
+            .as_deref()
+            .map(file_name)
+            .unwrap_or_else(|| "Synthetic abdomen phantom".into());
         if let Some(p) = &open {
             self.recent.push(p);
             self.save_recent();
         }
-        self.load_job = Some(Job::spawn(ctx, format!("Loading {name}"), move |progress, cancel| {
-            let report = |stage: &str, done, total| progress.report(logonet::job::ProgressEvent { stage: stage.into(), done, total });
-            report("image", 0, 3);
-            let (image, mut gt_map, path) = match (&open, phantom_dims) {
-                (Some(p), _) => (load_image_or_dicom(p, progress, cancel)?, None, Some(p.clone())),
-                (None, Some(dims)) => {
-                    let (i, l) = backend::local_phantom(dims, [0.8, 0.8, 1.5]);
-                    (i, Some(l), None)
+        self.load_job = Some(Job::spawn(
+            ctx,
+            format!("Loading {name}"),
+            move |progress, cancel| {
+                let report = |stage: &str, done, total| {
+                    progress.report(logonet::job::ProgressEvent {
+                        stage: stage.into(),
+                        done,
+                        total,
+                    })
+                };
+                report("image", 0, 3);
+                let (image, mut gt_map, path) = match (&open, phantom_dims) {
+                    (Some(p), _) => (
+                        load_image_or_dicom(p, progress, cancel)?,
+                        None,
+                        Some(p.clone()),
+                    ),
+                    (None, Some(dims)) => {
+                        let (i, l) = backend::local_phantom(dims, [0.8, 0.8, 1.5]);
+                        (i, Some(l), None)
+                    }
+                    (None, None) => {
+                        let s = backend::default_sample()?;
+                        (s.image, s.labels, None)
+                    }
+                };
+                cancel.check()?;
+                report("ground truth", 1, 3);
+                if let Some(g) = &gt {
+                    gt_map = Some(backend::load_labels(g)?);
                 }
-                (None, None) => {
-                    let s = backend::default_sample()?;
-                    (s.image, s.labels, None)
-                }
-            };
-            cancel.check()?;
-            report("ground truth", 1, 3);
-            if let Some(g) = &gt {
-                gt_map = Some(backend::load_labels(g)?);
-            }
-            report("model", 2, 3);
-            let model = model.as_deref().map(backend::load_model).transpose()?;
-            report("done", 3, 3);
-            Ok(Loaded::Image { image, name, path, gt: gt_map, model })
-        }));
+                report("model", 2, 3);
+                let model = model.as_deref().map(backend::load_model).transpose()?;
+                report("done", 3, 3);
+                Ok(Loaded::Image {
+                    image,
+                    name,
+                    path,
+                    gt: gt_map,
+                    model,
+                })
+            },
+        ));
     }
 
     /// Whether a load or a segmentation is running.
@@ -236,11 +289,17 @@ impl StudioApp {
 
     /// Shows an error in the banner.
     pub fn error(&mut self, text: impl Into<String>) {
-        self.messages.push(Message { is_error: true, text: text.into() });
+        self.messages.push(Message {
+            is_error: true,
+            text: text.into(),
+        });
     }
 
     fn info(&mut self, text: impl Into<String>) {
-        self.messages.push(Message { is_error: false, text: text.into() });
+        self.messages.push(Message {
+            is_error: false,
+            text: text.into(),
+        });
     }
 
     fn save_recent(&mut self) {
@@ -251,7 +310,17 @@ impl StudioApp {
         }
     }
 
-    fn start_load(&mut self, ctx: &egui::Context, name: String, work: impl FnOnce(&dyn logonet::job::Progress, &logonet::job::CancelToken) -> logonet::Result<Loaded> + Send + 'static) {
+    fn start_load(
+        &mut self,
+        ctx: &egui::Context,
+        name: String,
+        work: impl FnOnce(
+            &dyn logonet::job::Progress,
+            &logonet::job::CancelToken,
+        ) -> logonet::Result<Loaded>
+        + Send
+        + 'static,
+    ) {
         if self.load_job.is_some() {
             self.error("Another file is still loading: wait or cancel it first.");
             return;
@@ -263,8 +332,15 @@ impl StudioApp {
         if !self.options.dialogs {
             return None;
         }
-        let dialog = rfd::FileDialog::new().set_title(title).add_filter("NIfTI", &["nii", "gz"]).add_filter("All files", &["*"]);
-        if save { dialog.set_file_name("segmentation.nii.gz").save_file() } else { dialog.pick_file() }
+        let dialog = rfd::FileDialog::new()
+            .set_title(title)
+            .add_filter("NIfTI", &["nii", "gz"])
+            .add_filter("All files", &["*"]);
+        if save {
+            dialog.set_file_name("segmentation.nii.gz").save_file()
+        } else {
+            dialog.pick_file()
+        }
     }
 
     fn pick_folder(&self, title: &str) -> Option<PathBuf> {
@@ -301,7 +377,9 @@ impl StudioApp {
                 if !self.options.dialogs {
                     return;
                 }
-                let picked = rfd::FileDialog::new().set_title("Load model bundle").pick_file();
+                let picked = rfd::FileDialog::new()
+                    .set_title("Load model bundle")
+                    .pick_file();
                 if let Some(p) = picked {
                     self.handle_action(ctx, Action::OpenModel(p));
                 }
@@ -326,14 +404,22 @@ impl StudioApp {
                 let name = file_name(&p);
                 self.start_load(ctx, format!("Loading {name}"), move |progress, cancel| {
                     let image = load_image_or_dicom(&p, progress, cancel)?;
-                    Ok(Loaded::Image { image, name, path: Some(p), gt: None, model: None })
+                    Ok(Loaded::Image {
+                        image,
+                        name,
+                        path: Some(p),
+                        gt: None,
+                        model: None,
+                    })
                 });
             }
             Action::OpenLabels(p, target) => {
                 self.recent.push(&p);
                 self.save_recent();
                 let name = file_name(&p);
-                self.start_load(ctx, format!("Loading {name}"), move |_, _| Ok(Loaded::Labels(backend::load_labels(&p)?, p, target)));
+                self.start_load(ctx, format!("Loading {name}"), move |_, _| {
+                    Ok(Loaded::Labels(backend::load_labels(&p)?, p, target))
+                });
             }
             Action::OpenDicom(dir) => {
                 self.recent.push(&dir);
@@ -348,17 +434,31 @@ impl StudioApp {
                 let name = file_name(&dir);
                 self.start_load(ctx, format!("Loading {name}"), move |progress, cancel| {
                     let image = backend::load_series(&dir, &uid, progress, cancel)?;
-                    Ok(Loaded::Image { image, name, path: Some(dir), gt: None, model: None })
+                    Ok(Loaded::Image {
+                        image,
+                        name,
+                        path: Some(dir),
+                        gt: None,
+                        model: None,
+                    })
                 });
             }
             Action::OpenModel(p) => {
                 let name = file_name(&p);
-                self.start_load(ctx, format!("Loading model {name}"), move |_, _| Ok(Loaded::Model(backend::load_model(&p)?)));
+                self.start_load(ctx, format!("Loading model {name}"), move |_, _| {
+                    Ok(Loaded::Model(backend::load_model(&p)?))
+                });
             }
             Action::LoadDefault => {
                 self.start_load(ctx, "Loading the default sample".into(), |_, _| {
                     let s = backend::default_sample()?;
-                    Ok(Loaded::Image { image: s.image, name: s.name, path: None, gt: s.labels, model: None })
+                    Ok(Loaded::Image {
+                        image: s.image,
+                        name: s.name,
+                        path: None,
+                        gt: s.labels,
+                        model: None,
+                    })
                 });
             }
             Action::RunSegmentation => self.start_segmentation(ctx),
@@ -410,9 +510,11 @@ impl StudioApp {
             self.error("A segmentation is already running.");
             return;
         }
-        self.segment_job = Some(Job::spawn(ctx, format!("Segmenting with {}", model.name), move |progress, cancel| {
-            backend::segment(&model, &image, progress, cancel)
-        }));
+        self.segment_job = Some(Job::spawn(
+            ctx,
+            format!("Segmenting with {}", model.name),
+            move |progress, cancel| backend::segment(&model, &image, progress, cancel),
+        ));
     }
 
     fn poll_jobs(&mut self) {
@@ -442,7 +544,13 @@ impl StudioApp {
 
     fn on_loaded(&mut self, loaded: Loaded) {
         match loaded {
-            Loaded::Image { image, name, path, gt, model } => {
+            Loaded::Image {
+                image,
+                name,
+                path,
+                gt,
+                model,
+            } => {
                 let doc = Document::new(image, name, path);
                 self.view = ViewSettings::for_document(&doc);
                 self.doc = Some(doc);
@@ -483,7 +591,10 @@ impl StudioApp {
             return;
         };
         if labels.dims != doc.image.dims {
-            let msg = format!("Label map {:?} is not on the image grid {:?}", labels.dims, doc.image.dims);
+            let msg = format!(
+                "Label map {:?} is not on the image grid {:?}",
+                labels.dims, doc.image.dims
+            );
             self.error(msg);
             return;
         }
@@ -510,7 +621,9 @@ impl StudioApp {
 
     fn screenshot_logic(&mut self, ctx: &egui::Context) {
         let ready = !self.is_busy() && !self.pending_segment;
-        let Some(shot) = &mut self.screenshot else { return };
+        let Some(shot) = &mut self.screenshot else {
+            return;
+        };
         if let Ok(mut guard) = shot.result.lock()
             && let Some(result) = guard.take()
         {
@@ -551,7 +664,8 @@ impl StudioApp {
         ctx.request_repaint();
         let now = Instant::now();
         if let Some(last) = b.last {
-            b.frame_ms.push(now.duration_since(last).as_secs_f64() * 1e3);
+            b.frame_ms
+                .push(now.duration_since(last).as_secs_f64() * 1e3);
             b.ui_ms.push(ui_ms);
         }
         b.last = Some(now);
@@ -563,9 +677,19 @@ impl StudioApp {
         b.done += 1;
         if b.done > b.frames {
             let dims = self.doc.as_ref().map(|d| d.image.dims).unwrap_or_default();
-            println!("bench: {} frames paging axial slices of a {:?} volume", b.ui_ms.len(), dims);
-            println!("bench: ui (CPU, incl. slice render + texture update): {}", stats(&mut b.ui_ms));
-            println!("bench: frame interval (incl. GPU/present): {}", stats(&mut b.frame_ms));
+            println!(
+                "bench: {} frames paging axial slices of a {:?} volume",
+                b.ui_ms.len(),
+                dims
+            );
+            println!(
+                "bench: ui (CPU, incl. slice render + texture update): {}",
+                stats(&mut b.ui_ms)
+            );
+            println!(
+                "bench: frame interval (incl. GPU/present): {}",
+                stats(&mut b.frame_ms)
+            );
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
     }
@@ -582,7 +706,10 @@ impl StudioApp {
             egui::Panel::top("messages").show(ui, |ui| panels::windows::messages_ui(ui, self));
         }
         egui::Panel::bottom("status_bar").show(ui, |ui| panels::status::status_ui(ui, self));
-        egui::Panel::left("sidebar").default_size(290.0).resizable(true).show(ui, |ui| panels::sidebar::sidebar_ui(ui, self));
+        egui::Panel::left("sidebar")
+            .default_size(290.0)
+            .resizable(true)
+            .show(ui, |ui| panels::sidebar::sidebar_ui(ui, self));
         egui::CentralPanel::default().frame(egui::Frame::NONE.fill(egui::Color32::from_gray(12))).show(ui, |ui| {
             let hovered = match &self.doc {
                 None => {
@@ -604,10 +731,19 @@ impl StudioApp {
         });
         panels::windows::windows_ui(&ctx, self);
         if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
-            let painter = ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::unique("drop")));
+            let painter = ctx.layer_painter(egui::LayerId::new(
+                egui::Order::Foreground,
+                egui::Id::unique("drop"),
+            ));
             let rect = ctx.content_rect();
             painter.rect_filled(rect, 0.0, egui::Color32::from_black_alpha(160));
-            painter.text(rect.center(), egui::Align2::CENTER_CENTER, "Drop to open", egui::FontId::proportional(28.0), egui::Color32::WHITE);
+            painter.text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "Drop to open",
+                egui::FontId::proportional(28.0),
+                egui::Color32::WHITE,
+            );
         }
 
         for action in std::mem::take(&mut self.actions) {
@@ -641,23 +777,38 @@ fn stats(v: &mut [f64]) -> String {
     v.sort_by(f64::total_cmp);
     let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
     let mean = v.iter().sum::<f64>() / v.len() as f64;
-    format!("mean {mean:.2} ms, median {:.2} ms, p95 {:.2} ms, max {:.2} ms", pick(0.5), pick(0.95), pick(1.0))
+    format!(
+        "mean {mean:.2} ms, median {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+        pick(0.5),
+        pick(0.95),
+        pick(1.0)
+    )
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 /// Whether a file name looks like a label map ("…label…", "…seg…", "…gt…", "…mask…").
 pub fn looks_like_labels(p: &Path) -> bool {
     let n = file_name(p).to_lowercase();
-    ["label", "seg", "gt", "mask", "truth"].iter().any(|k| n.contains(k))
+    ["label", "seg", "gt", "mask", "truth"]
+        .iter()
+        .any(|k| n.contains(k))
 }
 
-fn load_image_or_dicom(p: &Path, progress: &dyn logonet::job::Progress, cancel: &logonet::job::CancelToken) -> logonet::Result<ImageVolume> {
+fn load_image_or_dicom(
+    p: &Path,
+    progress: &dyn logonet::job::Progress,
+    cancel: &logonet::job::CancelToken,
+) -> logonet::Result<ImageVolume> {
     if p.is_dir() {
         let series = backend::scan_series(p, progress, cancel)?;
-        let first = series.first().ok_or_else(|| logonet::Error::format("no DICOM series found", p))?;
+        let first = series
+            .first()
+            .ok_or_else(|| logonet::Error::format("no DICOM series found", p))?;
         backend::load_series(p, &first.uid, progress, cancel)
     } else {
         backend::load_image(p)
@@ -667,12 +818,18 @@ fn load_image_or_dicom(p: &Path, progress: &dyn logonet::job::Progress, cancel: 
 /// Writes an egui screenshot as PNG.
 pub fn save_png(path: &Path, image: &egui::ColorImage) -> Result<(), String> {
     let [w, h] = image.size;
-    let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_srgba_unmultiplied()).collect();
+    let bytes: Vec<u8> = image
+        .pixels
+        .iter()
+        .flat_map(|c| c.to_srgba_unmultiplied())
+        .collect();
     let mut png = Vec::new();
     {
         use image::ImageEncoder as _;
         let encoder = image::codecs::png::PngEncoder::new(&mut png);
-        encoder.write_image(&bytes, w as u32, h as u32, image::ExtendedColorType::Rgba8).map_err(|e| e.to_string())?;
+        encoder
+            .write_image(&bytes, w as u32, h as u32, image::ExtendedColorType::Rgba8)
+            .map_err(|e| e.to_string())?;
     }
     logonet::error::write_atomic(path, &png).map_err(|e| e.to_string())
 }

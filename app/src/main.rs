@@ -38,7 +38,10 @@ struct Args {
 }
 
 fn parse_dims(s: &str) -> Result<[usize; 3], String> {
-    let v: Vec<usize> = s.split('x').map(|p| p.trim().parse::<usize>().map_err(|e| format!("{e}: {s}"))).collect::<Result<_, _>>()?;
+    let v: Vec<usize> = s
+        .split('x')
+        .map(|p| p.trim().parse::<usize>().map_err(|e| format!("{e}: {s}")))
+        .collect::<Result<_, _>>()?;
     match v.as_slice() {
         [i, j, k] if *i > 0 && *j > 0 && *k > 0 => Ok([*i, *j, *k]),
         _ => Err(format!("expected IxJxK with positive sizes: {s}")),
@@ -46,7 +49,10 @@ fn parse_dims(s: &str) -> Result<[usize; 3], String> {
 }
 
 fn parse_size(s: &str) -> Result<[f32; 2], String> {
-    let v: Vec<f32> = s.split('x').map(|p| p.trim().parse::<f32>().map_err(|e| format!("{e}: {s}"))).collect::<Result<_, _>>()?;
+    let v: Vec<f32> = s
+        .split('x')
+        .map(|p| p.trim().parse::<f32>().map_err(|e| format!("{e}: {s}")))
+        .collect::<Result<_, _>>()?;
     match v.as_slice() {
         [w, h] if *w >= 200.0 && *h >= 200.0 => Ok([*w, *h]),
         _ => Err(format!("expected WxH (at least 200x200): {s}")),
@@ -79,6 +85,10 @@ fn main() -> anyhow::Result<()> {
         wgpu_options,
         ..Default::default()
     };
-    eframe::run_native("LoGoNet Studio", native, Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, options)))))
-        .map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))
+    eframe::run_native(
+        "LoGoNet Studio",
+        native,
+        Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, options)))),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))
 }

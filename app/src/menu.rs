@@ -2,9 +2,9 @@
 
 use logonet_viewer::window_level::Preset;
 
+use crate::StudioApp;
 use crate::actions::Action;
 use crate::state::{Layout, OverlaySource};
-use crate::StudioApp;
 
 /// Draws the menu bar and queues the chosen actions.
 pub fn menu_bar_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
@@ -37,10 +37,16 @@ fn file_menu_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
         actions.push(Action::OpenDicomDialog);
     }
     let has_doc = app.doc.is_some();
-    if ui.add_enabled(has_doc, egui::Button::new("Open ground truth…")).clicked() {
+    if ui
+        .add_enabled(has_doc, egui::Button::new("Open ground truth…"))
+        .clicked()
+    {
         actions.push(Action::OpenGroundTruthDialog);
     }
-    if ui.add_enabled(has_doc, egui::Button::new("Open prediction…")).clicked() {
+    if ui
+        .add_enabled(has_doc, egui::Button::new("Open prediction…"))
+        .clicked()
+    {
         actions.push(Action::OpenPredictionDialog);
     }
     ui.menu_button("Recent files", |ui| {
@@ -48,8 +54,15 @@ fn file_menu_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
             ui.weak("(none)");
         }
         for p in &app.recent.paths {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string());
-            if ui.button(name).on_hover_text(p.display().to_string()).clicked() {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string());
+            if ui
+                .button(name)
+                .on_hover_text(p.display().to_string())
+                .clicked()
+            {
                 actions.push(Action::OpenPath(p.clone()));
             }
         }
@@ -63,7 +76,10 @@ fn file_menu_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     }
     ui.separator();
     let has_pred = app.doc.as_ref().is_some_and(|d| d.pred.is_some());
-    if ui.add_enabled(has_pred, egui::Button::new("Save segmentation…")).clicked() {
+    if ui
+        .add_enabled(has_pred, egui::Button::new("Save segmentation…"))
+        .clicked()
+    {
         actions.push(Action::SaveSegmentationDialog);
     }
     ui.separator();
@@ -77,14 +93,26 @@ fn segmentation_menu_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
         app.actions.push(Action::OpenModelDialog);
     }
     let can_run = app.model.is_some() && app.doc.is_some() && app.segment_job.is_none();
-    if ui.add_enabled(can_run, egui::Button::new("Run segmentation")).clicked() {
+    if ui
+        .add_enabled(can_run, egui::Button::new("Run segmentation"))
+        .clicked()
+    {
         app.actions.push(Action::RunSegmentation);
     }
-    if ui.add_enabled(app.segment_job.is_some(), egui::Button::new("Cancel segmentation")).clicked() {
+    if ui
+        .add_enabled(
+            app.segment_job.is_some(),
+            egui::Button::new("Cancel segmentation"),
+        )
+        .clicked()
+    {
         app.actions.push(Action::CancelSegmentation);
     }
     let has_pred = app.doc.as_ref().is_some_and(|d| d.pred.is_some());
-    if ui.add_enabled(has_pred, egui::Button::new("Save segmentation…")).clicked() {
+    if ui
+        .add_enabled(has_pred, egui::Button::new("Save segmentation…"))
+        .clicked()
+    {
         app.actions.push(Action::SaveSegmentationDialog);
     }
     ui.separator();
@@ -99,7 +127,11 @@ fn segmentation_menu_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
 fn view_menu_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     let view = &mut app.view;
     ui.radio_value(&mut view.layout, Layout::ThreeViews, "Three views");
-    ui.radio_value(&mut view.layout, Layout::Compare, "Compare prediction and ground truth");
+    ui.radio_value(
+        &mut view.layout,
+        Layout::Compare,
+        "Compare prediction and ground truth",
+    );
     ui.separator();
     ui.menu_button("Window preset", |ui| {
         for p in Preset::ALL {
@@ -110,7 +142,12 @@ fn view_menu_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     });
     let view = &mut app.view;
     ui.menu_button("Overlay", |ui| {
-        for s in [OverlaySource::None, OverlaySource::GroundTruth, OverlaySource::Prediction, OverlaySource::Difference] {
+        for s in [
+            OverlaySource::None,
+            OverlaySource::GroundTruth,
+            OverlaySource::Prediction,
+            OverlaySource::Difference,
+        ] {
             ui.radio_value(&mut view.source, s, s.name());
         }
     });

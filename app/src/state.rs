@@ -50,9 +50,21 @@ pub const DIFF_FN: u16 = 3;
 pub fn diff_table() -> LabelTable {
     LabelTable {
         labels: vec![
-            LabelInfo { value: DIFF_TP, name: "true positive".into(), color: [60, 200, 90] },
-            LabelInfo { value: DIFF_FP, name: "false positive".into(), color: [240, 70, 60] },
-            LabelInfo { value: DIFF_FN, name: "false negative".into(), color: [60, 140, 255] },
+            LabelInfo {
+                value: DIFF_TP,
+                name: "true positive".into(),
+                color: [60, 200, 90],
+            },
+            LabelInfo {
+                value: DIFF_FP,
+                name: "false positive".into(),
+                color: [240, 70, 60],
+            },
+            LabelInfo {
+                value: DIFF_FN,
+                name: "false negative".into(),
+                color: [60, 140, 255],
+            },
         ],
     }
 }
@@ -79,7 +91,11 @@ pub fn difference(pred: &LabelVolume, gt: &LabelVolume, label: Option<u16>) -> L
             }
         })
         .collect();
-    LabelVolume { data, dims: pred.dims, ras_from_ijk: pred.ras_from_ijk }
+    LabelVolume {
+        data,
+        dims: pred.dims,
+        ras_from_ijk: pred.ras_from_ijk,
+    }
 }
 
 impl Document {
@@ -133,7 +149,10 @@ impl Document {
         if self.is_ct {
             (Some(Preset::Abdomen), Preset::Abdomen.window())
         } else {
-            (Some(Preset::Auto), window_level::auto_window(&self.image.data))
+            (
+                Some(Preset::Auto),
+                window_level::auto_window(&self.image.data),
+            )
         }
     }
 }
@@ -251,7 +270,13 @@ impl RecentFiles {
     /// Reads the list (one path per line) from `file`; an unreadable file gives an empty list.
     pub fn load(file: &Path) -> Self {
         let paths = std::fs::read_to_string(file)
-            .map(|s| s.lines().filter(|l| !l.trim().is_empty()).map(PathBuf::from).take(Self::MAX).collect())
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(PathBuf::from)
+                    .take(Self::MAX)
+                    .collect()
+            })
             .unwrap_or_default();
         Self { paths }
     }
@@ -259,9 +284,14 @@ impl RecentFiles {
     /// Writes the list to `file` (atomically).
     pub fn save(&self, file: &Path) -> logonet::Result<()> {
         if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| logonet::Error::io("cannot create folder", e, dir))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| logonet::Error::io("cannot create folder", e, dir))?;
         }
-        let text: String = self.paths.iter().map(|p| format!("{}\n", p.display())).collect();
+        let text: String = self
+            .paths
+            .iter()
+            .map(|p| format!("{}\n", p.display()))
+            .collect();
         logonet::error::write_atomic(file, text.as_bytes())
     }
 
@@ -282,11 +312,28 @@ mod tests {
     #[test]
     fn difference_marks_tp_fp_fn() {
         let a = Affine::identity();
-        let gt = LabelVolume { data: vec![0, 1, 1, 2, 0], dims: [5, 1, 1], ras_from_ijk: a };
-        let pred = LabelVolume { data: vec![1, 1, 0, 1, 0], dims: [5, 1, 1], ras_from_ijk: a };
-        assert_eq!(difference(&pred, &gt, None).data, vec![DIFF_FP, DIFF_TP, DIFF_FN, DIFF_FP, 0]);
-        assert_eq!(difference(&pred, &gt, Some(2)).data, vec![0, 0, 0, DIFF_FN, 0]);
-        assert_eq!(difference(&pred, &gt, Some(1)).data, vec![DIFF_FP, DIFF_TP, DIFF_FN, DIFF_FP, 0]);
+        let gt = LabelVolume {
+            data: vec![0, 1, 1, 2, 0],
+            dims: [5, 1, 1],
+            ras_from_ijk: a,
+        };
+        let pred = LabelVolume {
+            data: vec![1, 1, 0, 1, 0],
+            dims: [5, 1, 1],
+            ras_from_ijk: a,
+        };
+        assert_eq!(
+            difference(&pred, &gt, None).data,
+            vec![DIFF_FP, DIFF_TP, DIFF_FN, DIFF_FP, 0]
+        );
+        assert_eq!(
+            difference(&pred, &gt, Some(2)).data,
+            vec![0, 0, 0, DIFF_FN, 0]
+        );
+        assert_eq!(
+            difference(&pred, &gt, Some(1)).data,
+            vec![DIFF_FP, DIFF_TP, DIFF_FN, DIFF_FP, 0]
+        );
     }
 
     #[test]

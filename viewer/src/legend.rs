@@ -7,7 +7,12 @@ use logonet::volume::LabelTable;
 
 /// Shows one row per label of `table` (only those in `present` when given) with its colour and a checkbox
 /// that adds or removes it from `hidden`. Returns whether visibility changed.
-pub fn legend_ui(ui: &mut egui::Ui, table: &LabelTable, hidden: &mut BTreeSet<u16>, present: Option<&BTreeSet<u16>>) -> bool {
+pub fn legend_ui(
+    ui: &mut egui::Ui,
+    table: &LabelTable,
+    hidden: &mut BTreeSet<u16>,
+    present: Option<&BTreeSet<u16>>,
+) -> bool {
     let mut changed = false;
     ui.horizontal(|ui| {
         if ui.small_button("Show all").clicked() {
@@ -26,7 +31,8 @@ pub fn legend_ui(ui: &mut egui::Ui, table: &LabelTable, hidden: &mut BTreeSet<u1
         ui.horizontal(|ui| {
             let (rect, _) = ui.allocate_exact_size(Vec2::new(14.0, 14.0), Sense::hover());
             let [r, g, b] = label.color;
-            ui.painter().rect_filled(rect, 2.0, Color32::from_rgb(r, g, b));
+            ui.painter()
+                .rect_filled(rect, 2.0, Color32::from_rgb(r, g, b));
             let mut visible = !hidden.contains(&label.value);
             if ui.checkbox(&mut visible, label.name.as_str()).changed() {
                 if visible {
@@ -48,5 +54,10 @@ pub fn present_labels(data: &[u16]) -> BTreeSet<u16> {
     for &v in data {
         seen[v as usize] = true;
     }
-    seen.iter().enumerate().skip(1).filter(|(_, s)| **s).map(|(v, _)| v as u16).collect()
+    seen.iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, s)| **s)
+        .map(|(v, _)| v as u16)
+        .collect()
 }

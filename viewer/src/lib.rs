@@ -18,5 +18,7 @@ pub mod plots;
 pub mod slice_view;
 pub mod window_level;
 
-pub use slice_view::{Axis, OverlayStyle, SliceContent, SliceGeometry, SliceView, SliceViewResponse, ViewTransform};
+pub use slice_view::{
+    Axis, OverlayStyle, SliceContent, SliceGeometry, SliceView, SliceViewResponse, ViewTransform,
+};
 pub use window_level::{Preset, WindowLevel};

@@ -29,7 +29,11 @@ impl Histogram {
                 counts[b] += 1;
             }
         }
-        Some(Self { min: lo, bin_width, counts })
+        Some(Self {
+            min: lo,
+            bin_width,
+            counts,
+        })
     }
 }
 
@@ -40,15 +44,25 @@ pub fn histogram_ui(ui: &mut egui::Ui, hist: &Histogram, window: WindowLevel) {
         .iter()
         .enumerate()
         .map(|(i, &c)| {
-            Bar::new((hist.min + (i as f32 + 0.5) * hist.bin_width) as f64, ((c + 1) as f64).log10())
-                .width(hist.bin_width as f64)
+            Bar::new(
+                (hist.min + (i as f32 + 0.5) * hist.bin_width) as f64,
+                ((c + 1) as f64).log10(),
+            )
+            .width(hist.bin_width as f64)
         })
         .collect();
     let lo = (window.center - 0.5 * window.width) as f64;
     let hi = (window.center + 0.5 * window.width) as f64;
-    Plot::new("intensity_histogram").height(80.0).show_y(false).allow_scroll(false).allow_drag(false).show(ui, |plot| {
-        plot.bar_chart(BarChart::new("log10 voxels", bars).color(egui::Color32::from_gray(170)));
-        plot.vline(VLine::new("window min", lo).color(egui::Color32::from_rgb(120, 170, 255)));
-        plot.vline(VLine::new("window max", hi).color(egui::Color32::from_rgb(120, 170, 255)));
-    });
+    Plot::new("intensity_histogram")
+        .height(80.0)
+        .show_y(false)
+        .allow_scroll(false)
+        .allow_drag(false)
+        .show(ui, |plot| {
+            plot.bar_chart(
+                BarChart::new("log10 voxels", bars).color(egui::Color32::from_gray(170)),
+            );
+            plot.vline(VLine::new("window min", lo).color(egui::Color32::from_rgb(120, 170, 255)));
+            plot.vline(VLine::new("window max", hi).color(egui::Color32::from_rgb(120, 170, 255)));
+        });
 }

@@ -95,21 +95,28 @@ impl SliceGeometry {
             (Some(lr), Some(ap), Some(si)) if lr != ap && ap != si && lr != si => (lr, ap, si),
             _ => (0, 1, 2),
         };
-        let letter = |axis: usize, fallback: char| if code[axis] == '?' { fallback } else { code[axis] };
-        // `toward`: the letter screen +x (or +y) should point to. Flip when the voxel axis points the other way.
-        let build = |fixed: usize, h: usize, toward_h: char, v: usize, toward_v: char, fb: [char; 2]| {
-            let (ch, cv) = (letter(h, fb[0]), letter(v, fb[1]));
-            let flip_h = ch != toward_h;
-            let flip_v = cv != toward_v;
-            SliceGeometry {
-                fixed,
-                h,
-                v,
-                flip_h,
-                flip_v,
-                edge_letters: [opposite(toward_h), toward_h, opposite(toward_v), toward_v],
+        let letter = |axis: usize, fallback: char| {
+            if code[axis] == '?' {
+                fallback
+            } else {
+                code[axis]
             }
         };
+        // `toward`: the letter screen +x (or +y) should point to. Flip when the voxel axis points the other way.
+        let build =
+            |fixed: usize, h: usize, toward_h: char, v: usize, toward_v: char, fb: [char; 2]| {
+                let (ch, cv) = (letter(h, fb[0]), letter(v, fb[1]));
+                let flip_h = ch != toward_h;
+                let flip_v = cv != toward_v;
+                SliceGeometry {
+                    fixed,
+                    h,
+                    v,
+                    flip_h,
+                    flip_v,
+                    edge_letters: [opposite(toward_h), toward_h, opposite(toward_v), toward_v],
+                }
+            };
         match axis {
             Axis::Axial => build(si, lr, 'L', ap, 'P', ['L', 'P']),
             Axis::Coronal => build(ap, lr, 'L', si, 'I', ['L', 'I']),
@@ -133,8 +140,16 @@ impl SliceGeometry {
 
     /// The texture pixel (x, y) showing voxel `ijk` (its in-plane position).
     pub fn pixel(&self, dims: [usize; 3], ijk: [usize; 3]) -> [usize; 2] {
-        let x = if self.flip_h { dims[self.h] - 1 - ijk[self.h].min(dims[self.h] - 1) } else { ijk[self.h] };
-        let y = if self.flip_v { dims[self.v] - 1 - ijk[self.v].min(dims[self.v] - 1) } else { ijk[self.v] };
+        let x = if self.flip_h {
+            dims[self.h] - 1 - ijk[self.h].min(dims[self.h] - 1)
+        } else {
+            ijk[self.h]
+        };
+        let y = if self.flip_v {
+            dims[self.v] - 1 - ijk[self.v].min(dims[self.v] - 1)
+        } else {
+            ijk[self.v]
+        };
         [x, y]
     }
 }
@@ -152,7 +167,11 @@ pub struct OverlayStyle {
 
 impl Default for OverlayStyle {
     fn default() -> Self {
-        Self { opacity: 0.5, outline: false, hidden: BTreeSet::new() }
+        Self {
+            opacity: 0.5,
+            outline: false,
+            hidden: BTreeSet::new(),
+        }
     }
 }
 
@@ -183,7 +202,10 @@ pub struct ViewTransform {
 
 impl Default for ViewTransform {
     fn default() -> Self {
-        Self { zoom: 1.0, pan: Vec2::ZERO }
+        Self {
+            zoom: 1.0,
+            pan: Vec2::ZERO,
+        }
     }
 }
 
@@ -223,7 +245,13 @@ pub struct SliceView {
 impl SliceView {
     /// A view of `axis`; `id` must be unique among views.
     pub fn new(axis: Axis, id: impl Into<String>) -> Self {
-        Self { axis, id: id.into(), texture: None, key: None, uploads: 0 }
+        Self {
+            axis,
+            id: id.into(),
+            texture: None,
+            key: None,
+            uploads: 0,
+        }
     }
 
     /// Draws the view into the remaining space of `ui` and handles its mouse input. `cursor` is the shared
@@ -256,7 +284,10 @@ impl SliceView {
         // Physical size of the slice in mm gives the aspect ratio.
         let spacing = content.image.spacing_mm();
         let [w, h] = geometry.size(dims);
-        let phys = Vec2::new((w as f64 * spacing[geometry.h]) as f32, (h as f64 * spacing[geometry.v]) as f32);
+        let phys = Vec2::new(
+            (w as f64 * spacing[geometry.h]) as f32,
+            (h as f64 * spacing[geometry.v]) as f32,
+        );
         let fit = (rect.width() / phys.x.max(1e-6)).min(rect.height() / phys.y.max(1e-6));
         let scale = fit * transform.zoom;
         let center = rect.center() + transform.pan * rect.size();
@@ -266,7 +297,8 @@ impl SliceView {
         let to_pixel = |p: Pos2| -> Option<[usize; 2]> {
             let u = (p.x - img_rect.min.x) / img_rect.width() * w as f32;
             let v = (p.y - img_rect.min.y) / img_rect.height() * h as f32;
-            (u >= 0.0 && v >= 0.0 && (u as usize) < w && (v as usize) < h).then_some([u as usize, v as usize])
+            (u >= 0.0 && v >= 0.0 && (u as usize) < w && (v as usize) < h)
+                .then_some([u as usize, v as usize])
         };
         if let Some(p) = response.hover_pos() {
             out.hovered = to_pixel(p).map(|[x, y]| geometry.voxel(dims, slice, x, y));
@@ -276,7 +308,9 @@ impl SliceView {
                     .events
                     .iter()
                     .filter_map(|e| match e {
-                        egui::Event::MouseWheel { delta, .. } if delta.y != 0.0 => Some(delta.y.signum()),
+                        egui::Event::MouseWheel { delta, .. } if delta.y != 0.0 => {
+                            Some(delta.y.signum())
+                        }
                         _ => None,
                     })
                     .sum();
@@ -331,17 +365,47 @@ impl SliceView {
         let sx = img_rect.min.x + (cx as f32 + 0.5) / w as f32 * img_rect.width();
         let sy = img_rect.min.y + (cy as f32 + 0.5) / h as f32 * img_rect.height();
         let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(120, 170, 255, 200));
-        painter.line_segment([Pos2::new(rect.min.x, sy), Pos2::new(rect.max.x, sy)], cross);
-        painter.line_segment([Pos2::new(sx, rect.min.y), Pos2::new(sx, rect.max.y)], cross);
+        painter.line_segment(
+            [Pos2::new(rect.min.x, sy), Pos2::new(rect.max.x, sy)],
+            cross,
+        );
+        painter.line_segment(
+            [Pos2::new(sx, rect.min.y), Pos2::new(sx, rect.max.y)],
+            cross,
+        );
 
         let font = egui::FontId::proportional(13.0);
         let text_color = Color32::from_gray(220);
         let [l, r, t, b] = geometry.edge_letters;
         let m = 6.0;
-        painter.text(Pos2::new(rect.min.x + m, rect.center().y), egui::Align2::LEFT_CENTER, l, font.clone(), text_color);
-        painter.text(Pos2::new(rect.max.x - m, rect.center().y), egui::Align2::RIGHT_CENTER, r, font.clone(), text_color);
-        painter.text(Pos2::new(rect.center().x, rect.min.y + m), egui::Align2::CENTER_TOP, t, font.clone(), text_color);
-        painter.text(Pos2::new(rect.center().x, rect.max.y - m), egui::Align2::CENTER_BOTTOM, b, font.clone(), text_color);
+        painter.text(
+            Pos2::new(rect.min.x + m, rect.center().y),
+            egui::Align2::LEFT_CENTER,
+            l,
+            font.clone(),
+            text_color,
+        );
+        painter.text(
+            Pos2::new(rect.max.x - m, rect.center().y),
+            egui::Align2::RIGHT_CENTER,
+            r,
+            font.clone(),
+            text_color,
+        );
+        painter.text(
+            Pos2::new(rect.center().x, rect.min.y + m),
+            egui::Align2::CENTER_TOP,
+            t,
+            font.clone(),
+            text_color,
+        );
+        painter.text(
+            Pos2::new(rect.center().x, rect.max.y - m),
+            egui::Align2::CENTER_BOTTOM,
+            b,
+            font.clone(),
+            text_color,
+        );
         let n = dims[geometry.fixed];
         painter.text(
             rect.min + Vec2::new(m, m),
@@ -357,17 +421,31 @@ impl SliceView {
             font,
             text_color,
         );
-        painter.rect_stroke(rect, 0.0, Stroke::new(1.0, self.axis.color()), egui::StrokeKind::Inside);
+        painter.rect_stroke(
+            rect,
+            0.0,
+            Stroke::new(1.0, self.axis.color()),
+            egui::StrokeKind::Inside,
+        );
         out
     }
 
     /// Re-renders the slice into the texture if anything it shows changed; creates the texture the first time.
-    fn refresh_texture(&mut self, ctx: &egui::Context, content: &SliceContent<'_>, geometry: SliceGeometry, slice: usize) {
+    fn refresh_texture(
+        &mut self,
+        ctx: &egui::Context,
+        content: &SliceContent<'_>,
+        geometry: SliceGeometry,
+        slice: usize,
+    ) {
         let key = RenderKey {
             revision: content.revision,
             geometry,
             slice,
-            window: (content.window.center.to_bits(), content.window.width.to_bits()),
+            window: (
+                content.window.center.to_bits(),
+                content.window.width.to_bits(),
+            ),
             overlay: content.overlay.clone(),
             has_labels: content.labels.is_some(),
         };
@@ -377,7 +455,13 @@ impl SliceView {
         let image = render_slice(content, geometry, slice);
         match &mut self.texture {
             Some(tex) => tex.set(image, TextureOptions::NEAREST),
-            None => self.texture = Some(ctx.load_texture(format!("slice-{}", self.id), image, TextureOptions::NEAREST)),
+            None => {
+                self.texture = Some(ctx.load_texture(
+                    format!("slice-{}", self.id),
+                    image,
+                    TextureOptions::NEAREST,
+                ))
+            }
         }
         self.uploads += 1;
         self.key = Some(key);
@@ -400,7 +484,11 @@ pub fn label_lut(table: &LabelTable, max_value: u16, hidden: &BTreeSet<u16>) -> 
 
 /// Renders slice `slice` of `content` (window/level, then the label overlay) into an RGBA image whose pixel
 /// (x, y) is `geometry.voxel(dims, slice, x, y)`.
-pub fn render_slice(content: &SliceContent<'_>, geometry: SliceGeometry, slice: usize) -> ColorImage {
+pub fn render_slice(
+    content: &SliceContent<'_>,
+    geometry: SliceGeometry,
+    slice: usize,
+) -> ColorImage {
     let dims = content.image.dims;
     let [w, h] = geometry.size(dims);
     let strides = [dims[1] * dims[2], dims[2], 1];
@@ -457,7 +545,8 @@ pub fn render_slice(content: &SliceContent<'_>, geometry: SliceGeometry, slice: 
                 }
                 let t = if outline { alpha.max(0.8) } else { alpha };
                 let p = &mut pixels[y * w + x];
-                let blend = |under: u8, over: u8| (under as f32 * (1.0 - t) + over as f32 * t + 0.5) as u8;
+                let blend =
+                    |under: u8, over: u8| (under as f32 * (1.0 - t) + over as f32 * t + 0.5) as u8;
                 *p = Color32::from_rgb(blend(p.r(), r), blend(p.g(), g), blend(p.b(), b));
             }
         }
@@ -471,7 +560,11 @@ mod tests {
 
     fn vol(dims: [usize; 3], affine: Affine) -> ImageVolume {
         let data = (0..dims[0] * dims[1] * dims[2]).map(|v| v as f32).collect();
-        ImageVolume { data, dims, ras_from_ijk: affine }
+        ImageVolume {
+            data,
+            dims,
+            ras_from_ijk: affine,
+        }
     }
 
     #[test]
@@ -518,10 +611,17 @@ mod tests {
     fn render_slice_reads_the_right_voxels_and_overlays_labels() {
         let a = Affine::from_spacing_origin([1.0, 1.0, 1.0], [0.0; 3]);
         let image = vol([4, 3, 2], a);
-        let mut labels = LabelVolume { data: vec![0; 24], dims: [4, 3, 2], ras_from_ijk: a };
+        let mut labels = LabelVolume {
+            data: vec![0; 24],
+            dims: [4, 3, 2],
+            ras_from_ijk: a,
+        };
         labels.data[image.index(1, 1, 1)] = 6;
         let table = LabelTable::btcv();
-        let overlay = OverlayStyle { opacity: 1.0, ..Default::default() };
+        let overlay = OverlayStyle {
+            opacity: 1.0,
+            ..Default::default()
+        };
         let content = SliceContent {
             image: &image,
             labels: Some(&labels),
@@ -540,9 +640,19 @@ mod tests {
         let expect = WindowLevel::new(11.5, 23.0).grey(image.data[image.index(3, 2, 1)]);
         assert_eq!(img.pixels[0], Color32::from_gray(expect));
         // Hidden labels are not drawn.
-        let hidden = OverlayStyle { opacity: 1.0, hidden: [6].into_iter().collect(), ..Default::default() };
-        let content = SliceContent { overlay: &hidden, ..content };
+        let hidden = OverlayStyle {
+            opacity: 1.0,
+            hidden: [6].into_iter().collect(),
+            ..Default::default()
+        };
+        let content = SliceContent {
+            overlay: &hidden,
+            ..content
+        };
         let img = render_slice(&content, g, 1);
-        assert_eq!(img.pixels[y * 4 + x], Color32::from_gray(WindowLevel::new(11.5, 23.0).grey(image.data[image.index(1, 1, 1)])));
+        assert_eq!(
+            img.pixels[y * 4 + x],
+            Color32::from_gray(WindowLevel::new(11.5, 23.0).grey(image.data[image.index(1, 1, 1)]))
+        );
     }
 }

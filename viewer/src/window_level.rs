@@ -19,7 +19,10 @@ impl Default for WindowLevel {
 impl WindowLevel {
     /// A window from centre and width (the width is clamped to at least 1e-3).
     pub fn new(center: f32, width: f32) -> Self {
-        Self { center, width: width.max(1e-3) }
+        Self {
+            center,
+            width: width.max(1e-3),
+        }
     }
 
     /// The grey value (0..=255) of intensity `v`.
@@ -61,7 +64,14 @@ pub enum Preset {
 
 impl Preset {
     /// Every preset in menu order.
-    pub const ALL: [Preset; 6] = [Preset::Abdomen, Preset::Liver, Preset::Lung, Preset::Bone, Preset::Brain, Preset::Auto];
+    pub const ALL: [Preset; 6] = [
+        Preset::Abdomen,
+        Preset::Liver,
+        Preset::Lung,
+        Preset::Bone,
+        Preset::Brain,
+        Preset::Auto,
+    ];
 
     /// Display name ("Abdomen").
     pub fn name(self) -> &'static str {
@@ -91,7 +101,12 @@ impl Preset {
 /// (finite values only). `None` when there is no finite voxel.
 pub fn percentiles(data: &[f32], p_lo: f32, p_hi: f32) -> Option<(f32, f32)> {
     let stride = (data.len() / 200_000).max(1);
-    let mut sample: Vec<f32> = data.iter().step_by(stride).copied().filter(|v| v.is_finite()).collect();
+    let mut sample: Vec<f32> = data
+        .iter()
+        .step_by(stride)
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
     if sample.is_empty() {
         return None;
     }

@@ -4,10 +4,10 @@
 use logonet_viewer::legend::legend_ui;
 use logonet_viewer::window_level::Preset;
 
+use crate::StudioApp;
 use crate::actions::Action;
 use crate::jobs::job_progress_ui;
-use crate::state::{diff_table, Layout, OverlaySource};
-use crate::StudioApp;
+use crate::state::{Layout, OverlaySource, diff_table};
 
 /// Draws the sidebar.
 pub fn sidebar_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
@@ -34,7 +34,10 @@ fn image_section_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     ui.label(egui::RichText::new(&doc.name).strong());
     egui::Grid::new("image_info").num_columns(2).show(ui, |ui| {
         ui.weak("Size");
-        ui.label(format!("{} × {} × {}", img.dims[0], img.dims[1], img.dims[2]));
+        ui.label(format!(
+            "{} × {} × {}",
+            img.dims[0], img.dims[1], img.dims[2]
+        ));
         ui.end_row();
         ui.weak("Spacing");
         ui.label(format!("{:.2} × {:.2} × {:.2} mm", s[0], s[1], s[2]));
@@ -68,10 +71,17 @@ fn window_section_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     let mut changed = false;
     ui.horizontal(|ui| {
         let level = ui.label("Level");
-        changed |= ui.add(egui::DragValue::new(&mut view.window.center).speed(2.0)).labelled_by(level.id).changed();
+        changed |= ui
+            .add(egui::DragValue::new(&mut view.window.center).speed(2.0))
+            .labelled_by(level.id)
+            .changed();
         let width = ui.label("Width");
         changed |= ui
-            .add(egui::DragValue::new(&mut view.window.width).speed(2.0).range(1.0..=10_000.0))
+            .add(
+                egui::DragValue::new(&mut view.window.width)
+                    .speed(2.0)
+                    .range(1.0..=10_000.0),
+            )
             .labelled_by(width.id)
             .changed();
     });
@@ -89,11 +99,18 @@ fn window_section_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
 fn overlay_section_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     ui.heading("Labels");
     let view = &mut app.view;
-    egui::ComboBox::from_label("Overlay").selected_text(view.source.name()).show_ui(ui, |ui| {
-        for s in [OverlaySource::None, OverlaySource::GroundTruth, OverlaySource::Prediction, OverlaySource::Difference] {
-            ui.selectable_value(&mut view.source, s, s.name());
-        }
-    });
+    egui::ComboBox::from_label("Overlay")
+        .selected_text(view.source.name())
+        .show_ui(ui, |ui| {
+            for s in [
+                OverlaySource::None,
+                OverlaySource::GroundTruth,
+                OverlaySource::Prediction,
+                OverlaySource::Difference,
+            ] {
+                ui.selectable_value(&mut view.source, s, s.name());
+            }
+        });
     ui.add(egui::Slider::new(&mut view.overlay.opacity, 0.0..=1.0).text("Opacity"));
     ui.checkbox(&mut view.overlay.outline, "Outline");
     let Some(doc) = &app.doc else { return };
@@ -125,7 +142,10 @@ fn segmentation_section_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
             app.actions.push(Action::OpenModelDialog);
         }
         let can_run = app.model.is_some() && app.doc.is_some() && app.segment_job.is_none();
-        if ui.add_enabled(can_run, egui::Button::new("Run segmentation")).clicked() {
+        if ui
+            .add_enabled(can_run, egui::Button::new("Run segmentation"))
+            .clicked()
+        {
             app.actions.push(Action::RunSegmentation);
         }
     });
@@ -136,19 +156,29 @@ fn segmentation_section_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     }
     ui.horizontal(|ui| {
         if ui.button("Compare").clicked() {
-            app.view.layout = if app.view.layout == Layout::Compare { Layout::ThreeViews } else { Layout::Compare };
+            app.view.layout = if app.view.layout == Layout::Compare {
+                Layout::ThreeViews
+            } else {
+                Layout::Compare
+            };
         }
         if ui.button("Metrics").clicked() {
             app.view.show_metrics = true;
         }
         let has_pred = app.doc.as_ref().is_some_and(|d| d.pred.is_some());
-        if ui.add_enabled(has_pred, egui::Button::new("Save…")).clicked() {
+        if ui
+            .add_enabled(has_pred, egui::Button::new("Save…"))
+            .clicked()
+        {
             app.actions.push(Action::SaveSegmentationDialog);
         }
     });
     if let Some(doc) = &app.doc
         && let Some(mean) = logonet_viewer::metrics_table::mean_dice(&doc.metrics)
     {
-        ui.label(format!("Mean Dice {mean:.3} over {} labels", doc.metrics.len()));
+        ui.label(format!(
+            "Mean Dice {mean:.3} over {} labels",
+            doc.metrics.len()
+        ));
     }
 }

@@ -1,13 +1,17 @@
 //! The status bar: the readout under the pointer (voxel, RAS mm, intensity, labels) and background jobs.
 
+use crate::StudioApp;
 use crate::actions::Action;
 use crate::jobs::job_progress_ui;
-use crate::StudioApp;
 
 /// The readout text for voxel `ijk`: "ijk (i, j, k)  RAS (x, y, z) mm  HU v  GT liver (6)  Pred ...".
 pub fn readout(app: &StudioApp, ijk: [usize; 3]) -> String {
-    let Some(doc) = &app.doc else { return String::new() };
-    let Some(v) = doc.image.get(ijk[0], ijk[1], ijk[2]) else { return String::new() };
+    let Some(doc) = &app.doc else {
+        return String::new();
+    };
+    let Some(v) = doc.image.get(ijk[0], ijk[1], ijk[2]) else {
+        return String::new();
+    };
     let ras = doc.image.ras_from_ijk.apply(ijk.map(|c| c as f64));
     let unit = if doc.is_ct { "HU" } else { "value" };
     let mut s = format!(
