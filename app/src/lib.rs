@@ -59,7 +59,8 @@ pub struct StartOptions {
     pub recent_file: Option<PathBuf>,
 }
 
-/// Result of a load job.
+/// Result of a load job (one value per job, so the size difference between variants does not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Loaded {
     /// A new image (with its ground truth and a model when they were loaded along).
     Image {
@@ -691,6 +692,7 @@ impl StudioApp {
                 stats(&mut b.frame_ms)
             );
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            self.bench = None;
         }
     }
 
