@@ -71,8 +71,8 @@ pub fn upsample_trilinear2x(x: &Tensor) -> Result<Tensor> {
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (n, c, d, h, w) = x.dims5()?;
     let y = x
-        .reshape((n * c, d, 1, h, 1, w, 1))?
-        .broadcast_as((n * c, d, 2, h, 2, w, 2))?
+        .reshape(vec![n * c, d, 1, h, 1, w, 1])?
+        .broadcast_as(vec![n * c, d, 2, h, 2, w, 2])?
         .contiguous()?
         .reshape((n, c, 2 * d, 2 * h, 2 * w))?;
     Ok(y)

@@ -5,6 +5,8 @@
 pub enum BenchCommand {
     /// GFLOP/s of each 3D op on the shapes LoGoNet uses, forward and backward.
     Ops(OpsArgs),
+    /// Forward time and peak memory of a whole network on one window.
+    Model(crate::bench_model::ModelArgs),
 }
 
 /// Arguments of `logonet bench ops`.
@@ -19,5 +21,6 @@ pub struct OpsArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ops(_) => anyhow::bail!("`logonet bench ops` is not available in this build yet"),
+        BenchCommand::Model(a) => crate::bench_model::run(a),
     }
 }
