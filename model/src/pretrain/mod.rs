@@ -14,3 +14,5 @@ pub mod head;
 pub mod kmeans;
 pub mod loss;
 pub mod mask;
+pub mod trainer;
+pub mod trunk;
