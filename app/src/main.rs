@@ -1,2 +1,94 @@
 //! `logonet-studio`: starts the desktop program.
-fn main() {}
+//!
+//! `logonet-studio [--open IMAGE] [--gt LABELS] [--model BUNDLE] [--segment] [--screenshot PNG]`
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use logonet_studio::{StartOptions, StudioApp};
+
+/// LoGoNet Studio: inspect a CT/MRI volume, segment it, compare with the ground truth.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Image to open: a NIfTI file or a DICOM folder (default: the embedded synthetic phantom).
+    #[arg(long)]
+    open: Option<PathBuf>,
+    /// Ground-truth label map (NIfTI) on the image grid.
+    #[arg(long)]
+    gt: Option<PathBuf>,
+    /// Model bundle to load.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Segment the image once it is loaded.
+    #[arg(long)]
+    segment: bool,
+    /// Save a PNG screenshot after the first complete frame (after segmentation with --segment), then exit.
+    #[arg(long)]
+    screenshot: Option<PathBuf>,
+    /// Page through axial slices for N frames, print frame times, then exit.
+    #[arg(long, value_name = "N")]
+    bench_frames: Option<usize>,
+    /// Use a synthetic phantom of size IxJxK (e.g. 512x512x300) instead of the default sample.
+    #[arg(long, value_name = "IxJxK", value_parser = parse_dims)]
+    phantom_dims: Option<[usize; 3]>,
+    /// Window size in points, WxH.
+    #[arg(long, default_value = "1280x800", value_parser = parse_size)]
+    size: [f32; 2],
+}
+
+fn parse_dims(s: &str) -> Result<[usize; 3], String> {
+    let v: Vec<usize> = s
+        .split('x')
+        .map(|p| p.trim().parse::<usize>().map_err(|e| format!("{e}: {s}")))
+        .collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [i, j, k] if *i > 0 && *j > 0 && *k > 0 => Ok([*i, *j, *k]),
+        _ => Err(format!("expected IxJxK with positive sizes: {s}")),
+    }
+}
+
+fn parse_size(s: &str) -> Result<[f32; 2], String> {
+    let v: Vec<f32> = s
+        .split('x')
+        .map(|p| p.trim().parse::<f32>().map_err(|e| format!("{e}: {s}")))
+        .collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [w, h] if *w >= 200.0 && *h >= 200.0 => Ok([*w, *h]),
+        _ => Err(format!("expected WxH (at least 200x200): {s}")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let options = StartOptions {
+        open: args.open,
+        gt: args.gt,
+        model: args.model,
+        segment: args.segment,
+        screenshot: args.screenshot,
+        bench_frames: args.bench_frames,
+        phantom_dims: args.phantom_dims,
+        dialogs: true,
+        recent_file: logonet_studio::state::RecentFiles::default_file(),
+    };
+    let mut wgpu_options = eframe::WgpuConfiguration::default();
+    if options.bench_frames.is_some() {
+        // Benchmarks measure our frame time, not the display's refresh rate.
+        wgpu_options.surface.present_mode = eframe::wgpu::PresentMode::AutoNoVsync;
+    }
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_inner_size(args.size)
+            .with_title("LoGoNet Studio")
+            .with_drag_and_drop(true),
+        wgpu_options,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "LoGoNet Studio",
+        native,
+        Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, options)))),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))
+}

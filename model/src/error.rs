@@ -68,17 +68,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Self::InvalidArgument { op, msg: msg.into() }
+        Self::InvalidArgument {
+            op,
+            msg: msg.into(),
+        }
     }
 
     /// Shorthand for [`Error::Format`].
     pub fn format(msg: impl Into<String>, path: impl Into<PathBuf>) -> Self {
-        Self::Format { msg: msg.into(), path: path.into() }
+        Self::Format {
+            msg: msg.into(),
+            path: path.into(),
+        }
     }
 
     /// Shorthand for [`Error::Io`].
     pub fn io(msg: impl Into<String>, source: std::io::Error, path: impl Into<PathBuf>) -> Self {
-        Self::Io { msg: msg.into(), source, path: path.into() }
+        Self::Io {
+            msg: msg.into(),
+            source,
+            path: path.into(),
+        }
     }
 }
 
@@ -86,8 +96,14 @@ impl Error {
 /// so an interrupted write never leaves a truncated checkpoint or output behind.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

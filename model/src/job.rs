@@ -25,7 +25,11 @@ impl CancelToken {
     }
     /// `Err(Error::Cancelled)` once cancelled: use with `?` between units of work.
     pub fn check(&self) -> crate::Result<()> {
-        if self.is_cancelled() { Err(crate::Error::Cancelled) } else { Ok(()) }
+        if self.is_cancelled() {
+            Err(crate::Error::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 }
 

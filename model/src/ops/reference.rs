@@ -12,8 +12,12 @@ use candle_core::{D, DType, Tensor};
 pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -> Result<Tensor> {
     let (n, c, d, h, wd) = x.dims5()?;
     let (o, _cg, kd, _kh, _kw) = w.dims5()?;
-    if p.stride[1] != p.stride[2] || p.padding[1] != p.padding[2] || p.dilation[1] != p.dilation[2] {
-        return Err(Error::invalid("reference::conv3d", "needs equal H and W stride/padding/dilation"));
+    if p.stride[1] != p.stride[2] || p.padding[1] != p.padding[2] || p.dilation[1] != p.dilation[2]
+    {
+        return Err(Error::invalid(
+            "reference::conv3d",
+            "needs equal H and W stride/padding/dilation",
+        ));
     }
     let [od, _, _] = p.output_size([d, h, wd], [kd, w.dims()[3], w.dims()[4]])?;
     // Pad depth with zeros: [N, C, D + 2pd, H, W].
@@ -26,7 +30,9 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -
     let mut acc: Option<Tensor> = None;
     for t in 0..kd {
         // Input depths used by tap t for every output depth: od*s + t*dil.
-        let idx: Vec<u32> = (0..od).map(|q| (q * p.stride[0] + t * p.dilation[0]) as u32).collect();
+        let idx: Vec<u32> = (0..od)
+            .map(|q| (q * p.stride[0] + t * p.dilation[0]) as u32)
+            .collect();
         let idx = Tensor::new(idx.as_slice(), x.device())?;
         let xs = xp.index_select(&idx, 2)?; // [N, C, D', H, W]
         let xs = xs.permute((0, 2, 1, 3, 4))?.reshape((n * od, c, h, wd))?; // [N*D', C, H, W]
@@ -39,7 +45,10 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -
     }
     let y = acc.ok_or_else(|| Error::invalid("reference::conv3d", "empty kernel"))?;
     let (_, _, oh, ow) = y.dims4()?;
-    let y = y.reshape((n, od, o, oh, ow))?.permute((0, 2, 1, 3, 4))?.contiguous()?; // [N, O, D', H', W']
+    let y = y
+        .reshape((n, od, o, oh, ow))?
+        .permute((0, 2, 1, 3, 4))?
+        .contiguous()?; // [N, O, D', H', W']
     Ok(match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, o, 1, 1, 1))?)?,
         None => y,
@@ -50,8 +59,19 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -
 /// `out[2i] = 0.25·x[i-1] + 0.75·x[i]`, `out[2i+1] = 0.75·x[i] + 0.25·x[i+1]`, indices clamped at the borders.
 fn upsample_linear2x_axis(x: &Tensor, axis: usize) -> Result<Tensor> {
     let n = x.dims()[axis];
-    let prev = if n > 1 { Tensor::cat(&[&x.narrow(axis, 0, 1)?, &x.narrow(axis, 0, n - 1)?], axis)? } else { x.clone() };
-    let next = if n > 1 { Tensor::cat(&[&x.narrow(axis, 1, n - 1)?, &x.narrow(axis, n - 1, 1)?], axis)? } else { x.clone() };
+    let prev = if n > 1 {
+        Tensor::cat(&[&x.narrow(axis, 0, 1)?, &x.narrow(axis, 0, n - 1)?], axis)?
+    } else {
+        x.clone()
+    };
+    let next = if n > 1 {
+        Tensor::cat(
+            &[&x.narrow(axis, 1, n - 1)?, &x.narrow(axis, n - 1, 1)?],
+            axis,
+        )?
+    } else {
+        x.clone()
+    };
     let even = ((prev * 0.25)? + (x * 0.75)?)?;
     let odd = ((x * 0.75)? + (next * 0.25)?)?;
     let stacked = Tensor::stack(&[&even, &odd], axis + 1)?; // [..., n, 2, ...]
@@ -92,7 +112,9 @@ pub fn batch_norm_eval(
     eps: f64,
 ) -> Result<Tensor> {
     let inv = (running_var + eps)?.sqrt()?.recip()?;
-    let mut y = x.broadcast_sub(&per_channel(running_mean)?)?.broadcast_mul(&per_channel(&inv)?)?;
+    let mut y = x
+        .broadcast_sub(&per_channel(running_mean)?)?
+        .broadcast_mul(&per_channel(&inv)?)?;
     if let Some(w) = weight {
         y = y.broadcast_mul(&per_channel(w)?)?;
     }
@@ -119,7 +141,9 @@ pub fn batch_norm_train(
     let mean = mean.flatten_all()?;
     let var = var.flatten_all()?;
     let inv = inv.flatten_all()?;
-    let mut y = x.broadcast_sub(&per_channel(&mean)?)?.broadcast_mul(&per_channel(&inv)?)?;
+    let mut y = x
+        .broadcast_sub(&per_channel(&mean)?)?
+        .broadcast_mul(&per_channel(&inv)?)?;
     if let Some(wt) = weight {
         y = y.broadcast_mul(&per_channel(wt)?)?;
     }
@@ -131,13 +155,20 @@ pub fn batch_norm_train(
 }
 
 /// InstanceNorm3d: statistics over D, H, W per (sample, channel).
-pub fn instance_norm3d(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+pub fn instance_norm3d(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
     let (n, c, d, h, w) = x.dims5()?;
     let xf = x.reshape((n, c, d * h * w))?;
     let mean = xf.mean_keepdim(2)?;
     let centered = xf.broadcast_sub(&mean)?;
     let var = centered.sqr()?.mean_keepdim(2)?;
-    let mut y = centered.broadcast_div(&(var + eps)?.sqrt()?)?.reshape((n, c, d, h, w))?;
+    let mut y = centered
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .reshape((n, c, d, h, w))?;
     if let Some(wt) = weight {
         y = y.broadcast_mul(&per_channel(wt)?)?;
     }
@@ -153,7 +184,8 @@ pub fn layer_norm_channels(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64)
     let centered = x.broadcast_sub(&mean)?;
     let var = centered.sqr()?.mean_keepdim(1)?;
     let y = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
-    Ok(y.broadcast_mul(&per_channel(weight)?)?.broadcast_add(&per_channel(bias)?)?)
+    Ok(y.broadcast_mul(&per_channel(weight)?)?
+        .broadcast_add(&per_channel(bias)?)?)
 }
 
 /// LayerNorm over the last axis.
@@ -196,21 +228,27 @@ pub fn conv3d_naive_f64(
                         for ic in 0..cg {
                             let cin = g * cg + ic;
                             for a in 0..kd {
-                                let iz = (z * p.stride[0] + a * p.dilation[0]) as isize - p.padding[0] as isize;
+                                let iz = (z * p.stride[0] + a * p.dilation[0]) as isize
+                                    - p.padding[0] as isize;
                                 if iz < 0 || iz >= d as isize {
                                     continue;
                                 }
                                 for bb in 0..kh {
-                                    let iy = (yy * p.stride[1] + bb * p.dilation[1]) as isize - p.padding[1] as isize;
+                                    let iy = (yy * p.stride[1] + bb * p.dilation[1]) as isize
+                                        - p.padding[1] as isize;
                                     if iy < 0 || iy >= h as isize {
                                         continue;
                                     }
                                     for cc in 0..kw {
-                                        let ix = (xx * p.stride[2] + cc * p.dilation[2]) as isize - p.padding[2] as isize;
+                                        let ix = (xx * p.stride[2] + cc * p.dilation[2]) as isize
+                                            - p.padding[2] as isize;
                                         if ix < 0 || ix >= wd as isize {
                                             continue;
                                         }
-                                        let xi = (((b * c + cin) * d + iz as usize) * h + iy as usize) * wd + ix as usize;
+                                        let xi = (((b * c + cin) * d + iz as usize) * h
+                                            + iy as usize)
+                                            * wd
+                                            + ix as usize;
                                         let wi = (((oc * cg + ic) * kd + a) * kh + bb) * kw + cc;
                                         s += x[xi] * w[wi];
                                     }

@@ -1,5 +1,8 @@
 //! Voxel-to-world geometry: 4×4 affines, spacing, orientation codes.
 
+// Numeric code indexes several parallel arrays by axis; range loops read clearest here.
+#![allow(clippy::needless_range_loop)]
+
 /// A 4×4 affine transform, row-major, mapping homogeneous voxel indices to millimetres
 /// (for `ras_from_ijk`: `[x, y, z, 1]_RAS = A · [i, j, k, 1]`).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -40,14 +43,21 @@ impl Affine {
     /// `self · other` (apply `other` first).
     pub fn compose(&self, other: &Affine) -> Affine {
         let (a, b) = (&self.0, &other.0);
-        Affine(std::array::from_fn(|r| std::array::from_fn(|c| (0..4).map(|k| a[r][k] * b[k][c]).sum())))
+        Affine(std::array::from_fn(|r| {
+            std::array::from_fn(|c| (0..4).map(|k| a[r][k] * b[k][c]).sum())
+        }))
     }
 
     /// The inverse, or `None` when the linear part is singular.
     pub fn inverse(&self) -> Option<Affine> {
         let m = &self.0;
-        let a = [[m[0][0], m[0][1], m[0][2]], [m[1][0], m[1][1], m[1][2]], [m[2][0], m[2][1], m[2][2]]];
-        let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+        let a = [
+            [m[0][0], m[0][1], m[0][2]],
+            [m[1][0], m[1][1], m[1][2]],
+            [m[2][0], m[2][1], m[2][2]],
+        ];
+        let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+            - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
             + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
         if !det.is_finite() || det.abs() < 1e-12 {
             return None;
@@ -98,30 +108,118 @@ impl Affine {
     }
 
     /// The orientation code (nibabel's `aff2axcodes`): for each index axis, the RAS axis it points along most,
-    /// as a letter from "RL", "AP", "SI". "RAS" means i→Right, j→Anterior, k→Superior.
+    /// as a letter from "RL", "AP", "SI". "RAS" means i→Right, j→Anterior, k→Superior. A degenerate axis
+    /// (zero column) gives '?'.
     pub fn orientation_code(&self) -> [char; 3] {
         const POS: [char; 3] = ['R', 'A', 'S'];
         const NEG: [char; 3] = ['L', 'P', 'I'];
+        let ornt = self.io_orientation();
+        std::array::from_fn(|c| match ornt[c] {
+            Some((axis, false)) => POS[axis],
+            Some((axis, true)) => NEG[axis],
+            None => '?',
+        })
+    }
+
+    /// nibabel's `io_orientation`: for each voxel axis, the world (RAS) axis it is closest to and whether it
+    /// points the opposite way (`true` = flipped: towards L, P or I), or `None` for a degenerate axis.
+    ///
+    /// As nibabel: the columns are normalised, the closest orthogonal matrix is taken (polar decomposition by
+    /// SVD, dropping near-zero singular values), then voxel axes are assigned greedily in order i, j, k, each
+    /// to its largest remaining world component.
+    pub fn io_orientation(&self) -> [Option<(usize, bool)>; 3] {
         let m = &self.0;
-        // Greedy assignment by largest absolute component, as nibabel's io_orientation does for
-        // non-degenerate affines.
-        let mut used = [false; 3];
-        let mut code = ['?'; 3];
-        let mut cols: Vec<usize> = (0..3).collect();
-        let strength = |c: usize| (0..3).map(|r| m[r][c].abs()).fold(0.0, f64::max);
-        cols.sort_by(|&a, &b| strength(b).total_cmp(&strength(a)));
-        for c in cols {
-            let mut best = None;
-            for r in 0..3 {
-                if !used[r] && best.is_none_or(|b: usize| m[r][c].abs() > m[b][c].abs()) {
-                    best = Some(r);
-                }
+        let mut rs = nalgebra::Matrix3::<f64>::zeros();
+        for c in 0..3 {
+            let mut z = (0..3).map(|r| m[r][c] * m[r][c]).sum::<f64>().sqrt();
+            if z == 0.0 {
+                z = 1.0;
             }
-            if let Some(r) = best {
-                used[r] = true;
-                code[c] = if m[r][c] >= 0.0 { POS[r] } else { NEG[r] };
+            for r in 0..3 {
+                rs[(r, c)] = m[r][c] / z;
             }
         }
-        code
+        if rs.iter().any(|v| !v.is_finite()) {
+            return [None; 3];
+        }
+        let svd = rs.svd(true, true);
+        let (Some(u), Some(vt)) = (svd.u, svd.v_t) else {
+            return [None; 3];
+        };
+        let smax = svd.singular_values.max();
+        let tol = smax * 3.0 * f64::EPSILON;
+        let mut r = nalgebra::Matrix3::<f64>::zeros();
+        for s in 0..3 {
+            if svd.singular_values[s] > tol {
+                r += u.column(s) * vt.row(s);
+            }
+        }
+        let mut out = [None; 3];
+        for (in_ax, o) in out.iter_mut().enumerate() {
+            let col: [f64; 3] = std::array::from_fn(|k| r[(k, in_ax)]);
+            // numpy allclose(col, 0): |x| <= 1e-8
+            if col.iter().all(|v| v.abs() <= 1e-8) {
+                continue;
+            }
+            let mut best = 0;
+            for k in 1..3 {
+                if col[k].abs() > col[best].abs() {
+                    best = k;
+                }
+            }
+            *o = Some((best, col[best] < 0.0));
+            for c in 0..3 {
+                r[(best, c)] = 0.0;
+            }
+        }
+        out
+    }
+
+    /// Whether every entry is finite and the linear part is invertible.
+    pub fn is_valid(&self) -> bool {
+        self.0.iter().flatten().all(|v| v.is_finite()) && self.inverse().is_some()
+    }
+
+    /// The affine with its translation (the world position of voxel (0, 0, 0)) replaced.
+    pub fn with_origin(mut self, origin_mm: [f64; 3]) -> Affine {
+        for r in 0..3 {
+            self.0[r][3] = origin_mm[r];
+        }
+        self
+    }
+
+    /// The world position of voxel (0, 0, 0) in mm.
+    pub fn origin_mm(&self) -> [f64; 3] {
+        [self.0[0][3], self.0[1][3], self.0[2][3]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orientation_codes() {
+        assert_eq!(Affine::identity().orientation_code(), ['R', 'A', 'S']);
+        let lps = Affine::from_spacing_origin([-3.0, -3.0, 3.0], [0.0; 3]);
+        assert_eq!(lps.orientation_code(), ['L', 'P', 'S']);
+        // P, I, R: i -> -y, j -> -z, k -> +x
+        let mut a = Affine::identity();
+        a.0 = [
+            [0.0, 0.0, 2.0, 0.0],
+            [-1.0, 0.0, 0.0, 0.0],
+            [0.0, -1.5, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        assert_eq!(a.orientation_code(), ['P', 'I', 'R']);
+        // Oblique (20 degrees about z) still R, A, S.
+        let (s, c) = 20f64.to_radians().sin_cos();
+        a.0 = [
+            [c, -s, 0.0, 0.0],
+            [s, c, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        assert_eq!(a.orientation_code(), ['R', 'A', 'S']);
     }
 }

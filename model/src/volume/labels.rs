@@ -52,7 +52,11 @@ pub fn default_color(value: u16) -> [u8; 3] {
         _ => (c, 0.0, x),
     };
     let m = v - c;
-    [((r + m) * 255.0) as u8, ((g + m) * 255.0) as u8, ((b + m) * 255.0) as u8]
+    [
+        ((r + m) * 255.0) as u8,
+        ((g + m) * 255.0) as u8,
+        ((b + m) * 255.0) as u8,
+    ]
 }
 
 impl LabelTable {
@@ -61,7 +65,11 @@ impl LabelTable {
         let mut labels: Vec<LabelInfo> = BTCV
             .iter()
             .enumerate()
-            .map(|(i, (name, color))| LabelInfo { value: i as u16 + 1, name: (*name).to_string(), color: *color })
+            .map(|(i, (name, color))| LabelInfo {
+                value: i as u16 + 1,
+                name: (*name).to_string(),
+                color: *color,
+            })
             .collect();
         // Left and right kidney get distinguishable shades.
         labels[2].color = [212, 126, 101];
@@ -71,7 +79,13 @@ impl LabelTable {
     /// Generic names ("label 1", ...) for values `1..=n`.
     pub fn numbered(n: u16) -> Self {
         Self {
-            labels: (1..=n).map(|v| LabelInfo { value: v, name: format!("label {v}"), color: default_color(v) }).collect(),
+            labels: (1..=n)
+                .map(|v| LabelInfo {
+                    value: v,
+                    name: format!("label {v}"),
+                    color: default_color(v),
+                })
+                .collect(),
         }
     }
 
@@ -91,6 +105,8 @@ impl LabelTable {
 
     /// The colour of `value` (a generated one when unknown).
     pub fn color(&self, value: u16) -> [u8; 3] {
-        self.get(value).map(|l| l.color).unwrap_or_else(|| default_color(value))
+        self.get(value)
+            .map(|l| l.color)
+            .unwrap_or_else(|| default_color(value))
     }
 }

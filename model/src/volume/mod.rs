@@ -5,8 +5,16 @@
 //! (C order over the NIfTI indices), so a volume is directly the `[1, 1, X, Y, Z]` tensor MONAI builds from a
 //! NIfTI file (`dim2 = i`, `dim4 = k`). `ras_from_ijk` maps voxel indices to RAS millimetres, as nibabel's affine.
 
+pub mod dataset;
+pub mod dicom;
 pub mod geometry;
+pub mod io;
 pub mod labels;
+pub mod nifti;
+pub mod orient;
+pub mod phantom;
+pub mod resample;
+pub mod transforms;
 
 pub use geometry::Affine;
 pub use labels::{LabelInfo, LabelTable};
@@ -35,14 +43,25 @@ impl<T: Copy> Volume<T> {
     pub fn new(data: Vec<T>, dims: [usize; 3], ras_from_ijk: Affine) -> Result<Self> {
         let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         if n != Some(data.len()) {
-            return Err(Error::invalid("Volume::new", format!("{} voxels for dims {dims:?}", data.len())));
+            return Err(Error::invalid(
+                "Volume::new",
+                format!("{} voxels for dims {dims:?}", data.len()),
+            ));
         }
-        Ok(Self { data, dims, ras_from_ijk })
+        Ok(Self {
+            data,
+            dims,
+            ras_from_ijk,
+        })
     }
 
     /// A volume of `dims` filled with `value`.
     pub fn filled(value: T, dims: [usize; 3], ras_from_ijk: Affine) -> Self {
-        Self { data: vec![value; dims[0] * dims[1] * dims[2]], dims, ras_from_ijk }
+        Self {
+            data: vec![value; dims[0] * dims[1] * dims[2]],
+            dims,
+            ras_from_ijk,
+        }
     }
 
     /// Flat index of voxel (i, j, k).
@@ -54,7 +73,8 @@ impl<T: Copy> Volume<T> {
     /// Voxel (i, j, k), or `None` outside the grid.
     #[inline]
     pub fn get(&self, i: usize, j: usize, k: usize) -> Option<T> {
-        (i < self.dims[0] && j < self.dims[1] && k < self.dims[2]).then(|| self.data[self.index(i, j, k)])
+        (i < self.dims[0] && j < self.dims[1] && k < self.dims[2])
+            .then(|| self.data[self.index(i, j, k)])
     }
 
     /// Voxel size along i, j, k in millimetres (the affine's column norms).
@@ -74,7 +94,11 @@ impl<T: Copy> Volume<T> {
 
     /// A volume on the same grid with every voxel mapped through `f`.
     pub fn map<U: Copy>(&self, f: impl Fn(T) -> U) -> Volume<U> {
-        Volume { data: self.data.iter().map(|&v| f(v)).collect(), dims: self.dims, ras_from_ijk: self.ras_from_ijk }
+        Volume {
+            data: self.data.iter().map(|&v| f(v)).collect(),
+            dims: self.dims,
+            ras_from_ijk: self.ras_from_ijk,
+        }
     }
 
     /// Whether `other` lies on the same grid (same dims, affines equal within `tol_mm`).
@@ -93,13 +117,25 @@ impl ImageVolume {
     /// An image from a `[X, Y, Z]`, `[1, X, Y, Z]` or `[1, 1, X, Y, Z]` tensor and a geometry.
     pub fn from_tensor(t: &Tensor, ras_from_ijk: Affine) -> Result<Self> {
         let dims = t.dims();
-        let spatial: [usize; 3] = dims[dims.len().saturating_sub(3)..]
-            .try_into()
-            .map_err(|_| Error::invalid("ImageVolume::from_tensor", format!("need a 3-D tensor, got {dims:?}")))?;
+        let spatial: [usize; 3] =
+            dims[dims.len().saturating_sub(3)..]
+                .try_into()
+                .map_err(|_| {
+                    Error::invalid(
+                        "ImageVolume::from_tensor",
+                        format!("need a 3-D tensor, got {dims:?}"),
+                    )
+                })?;
         if dims.len() > 3 && dims[..dims.len() - 3].iter().any(|&d| d != 1) {
-            return Err(Error::invalid("ImageVolume::from_tensor", format!("leading dims must be 1, got {dims:?}")));
+            return Err(Error::invalid(
+                "ImageVolume::from_tensor",
+                format!("leading dims must be 1, got {dims:?}"),
+            ));
         }
-        let data = t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let data = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         Volume::new(data, spatial, ras_from_ijk)
     }
 }

@@ -1,6 +1,7 @@
 //! `logonet`: the command line of LoGoNet Studio. It only parses arguments and calls the library.
 
 mod bench;
+mod bench_model;
 mod convert;
 mod eval;
 mod info;

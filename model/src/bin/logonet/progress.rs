@@ -12,21 +12,29 @@ pub struct Bars {
 impl Bars {
     /// A sink with no bar yet.
     pub fn new() -> Self {
-        Self { bar: Mutex::new(None) }
+        Self {
+            bar: Mutex::new(None),
+        }
     }
 
     /// Draws `event`, starting a new bar when the stage changes.
     pub fn update(&self, event: ProgressEvent) {
-        let Ok(mut guard) = self.bar.lock() else { return };
-        let fresh = guard.as_ref().is_none_or(|(stage, _)| *stage != event.stage);
+        let Ok(mut guard) = self.bar.lock() else {
+            return;
+        };
+        let fresh = guard
+            .as_ref()
+            .is_none_or(|(stage, _)| *stage != event.stage);
         if fresh {
             if let Some((_, old)) = guard.take() {
                 old.finish();
             }
             let bar = ProgressBar::new(event.total);
-            let style = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
+            let style = ProgressStyle::with_template(
+                "{msg:>12} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
             bar.set_style(style);
             bar.set_message(event.stage.clone());
             *guard = Some((event.stage.clone(), bar));

@@ -1,0 +1,285 @@
+//! The one place where the app calls into the `logonet` library for volumes, DICOM, models and metrics.
+//!
+//! Every function here runs on a background job thread (see [`crate::jobs`]) and returns `logonet::Result`.
+//! Functions whose library module is not in this build yet return a clear error that the app shows in-window.
+
+use std::path::{Path, PathBuf};
+
+use logonet::job::{CancelToken, Progress, ProgressEvent};
+use logonet::volume::{Affine, ImageVolume, LabelTable, LabelVolume};
+use logonet::{Error, Result};
+use logonet_viewer::metrics_table::MetricRow;
+
+/// An image with an optional ground truth, as the default sample is shipped.
+pub struct Sample {
+    /// The image (HU).
+    pub image: ImageVolume,
+    /// Its ground-truth label map, if any.
+    pub labels: Option<LabelVolume>,
+    /// Display name.
+    pub name: String,
+}
+
+/// The embedded default sample: the synthetic abdominal CT phantom of `logonet::volume::phantom` (13 BTCV
+/// organs, HU, RAS) with its ground truth.
+pub fn default_sample() -> Result<Sample> {
+    let (image, labels) =
+        logonet::volume::phantom::phantom(&logonet::volume::phantom::PhantomConfig::default());
+    Ok(Sample {
+        image,
+        labels: Some(labels),
+        name: "Synthetic abdomen phantom".to_string(),
+    })
+}
+
+/// A small, fast synthetic abdomen (used for frame-time benchmarks at any size): body, fat, spine, liver, spleen, kidneys, aorta, stomach (BTCV values), RAS grid.
+pub fn local_phantom(dims: [usize; 3], spacing_mm: [f64; 3]) -> (ImageVolume, LabelVolume) {
+    let [ni, nj, nk] = dims;
+    let origin = [
+        -(ni as f64) * spacing_mm[0] / 2.0,
+        -(nj as f64) * spacing_mm[1] / 2.0,
+        0.0,
+    ];
+    let affine = Affine::from_spacing_origin(spacing_mm, origin);
+    let mut image = vec![-1000.0f32; ni * nj * nk];
+    let mut labels = vec![0u16; ni * nj * nk];
+    // Ellipsoid test in millimetres about a centre (x: R+, y: A+, z: S+).
+    let inside = |p: [f64; 3], c: [f64; 3], r: [f64; 3]| {
+        ((p[0] - c[0]) / r[0]).powi(2)
+            + ((p[1] - c[1]) / r[1]).powi(2)
+            + ((p[2] - c[2]) / r[2]).powi(2)
+            <= 1.0
+    };
+    let zc = nk as f64 * spacing_mm[2] / 2.0;
+    // (label, centre, radii, HU)
+    let organs: [(u16, [f64; 3], [f64; 3], f32); 8] = [
+        (6, [-45.0, 10.0, zc + 15.0], [55.0, 45.0, 50.0], 60.0), // liver
+        (1, [55.0, -5.0, zc + 20.0], [22.0, 30.0, 30.0], 50.0),  // spleen
+        (2, [-35.0, -45.0, zc - 25.0], [16.0, 18.0, 35.0], 35.0), // right kidney
+        (3, [35.0, -45.0, zc - 20.0], [16.0, 18.0, 35.0], 35.0), // left kidney
+        (8, [8.0, -30.0, zc], [8.0, 8.0, 200.0], 180.0),         // aorta
+        (9, [-18.0, -25.0, zc], [9.0, 9.0, 200.0], 120.0),       // inferior vena cava
+        (7, [35.0, 30.0, zc + 25.0], [28.0, 22.0, 30.0], 20.0),  // stomach
+        (11, [10.0, 0.0, zc - 5.0], [30.0, 8.0, 10.0], 45.0),    // pancreas
+    ];
+    for i in 0..ni {
+        for j in 0..nj {
+            for k in 0..nk {
+                // RAS position of the voxel; the organs above are given with +x = patient left for readability,
+                // so mirror x (RAS +x is patient right).
+                let p = affine.apply([i as f64, j as f64, k as f64]);
+                let q = [-p[0], p[1], p[2]];
+                let idx = (i * nj + j) * nk + k;
+                let noise = hash_noise(idx as u64) * 24.0;
+                if inside(q, [0.0, 0.0, zc], [150.0, 105.0, 1e9]) {
+                    image[idx] = -100.0 + noise; // subcutaneous fat
+                }
+                if inside(q, [0.0, 0.0, zc], [138.0, 94.0, 1e9]) {
+                    image[idx] = 30.0 + noise; // muscle / soft tissue
+                }
+                if inside(q, [0.0, -70.0, zc], [14.0, 14.0, 1e9]) {
+                    image[idx] = 700.0 + noise * 4.0; // vertebra
+                }
+                if inside(q, [0.0, -70.0, zc], [7.0, 7.0, 1e9]) {
+                    image[idx] = 40.0 + noise; // spinal canal
+                }
+                for (label, c, r, hu) in organs {
+                    if inside(q, c, r) {
+                        image[idx] = hu + noise;
+                        labels[idx] = label;
+                    }
+                }
+            }
+        }
+    }
+    let image = ImageVolume {
+        data: image,
+        dims,
+        ras_from_ijk: affine,
+    };
+    let labels = LabelVolume {
+        data: labels,
+        dims,
+        ras_from_ijk: affine,
+    };
+    (image, labels)
+}
+
+/// Deterministic pseudo-random noise in [-0.5, 0.5) from an index (splitmix64).
+fn hash_noise(x: u64) -> f32 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+}
+
+fn not_in_build(op: &'static str, what: &str) -> Error {
+    Error::invalid(op, format!("{what} is not available in this build yet"))
+}
+
+/// Reads an image (NIfTI `.nii`/`.nii.gz`).
+pub fn load_image(path: &Path) -> Result<ImageVolume> {
+    logonet::volume::io::load_image(path)
+}
+
+/// Reads a label map (NIfTI) and checks nothing else: the caller checks the grid.
+pub fn load_labels(path: &Path) -> Result<LabelVolume> {
+    logonet::volume::io::load_labels(path)
+}
+
+/// Writes `labels` as NIfTI on its own grid (the input image's grid for a prediction).
+pub fn save_labels(path: &Path, labels: &LabelVolume) -> Result<()> {
+    logonet::volume::io::save_labels(path, labels)
+}
+
+/// One DICOM series found in a folder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesInfo {
+    /// SeriesInstanceUID.
+    pub uid: String,
+    /// Human-readable description (modality, description, number of files).
+    pub description: String,
+}
+
+/// Lists the DICOM series under `dir`.
+pub fn scan_series(
+    dir: &Path,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<Vec<SeriesInfo>> {
+    let _ = (dir, progress, cancel);
+    Err(not_in_build("open DICOM folder", "DICOM reading"))
+}
+
+/// Loads series `uid` from `dir` as one volume.
+pub fn load_series(
+    dir: &Path,
+    uid: &str,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<ImageVolume> {
+    let _ = (dir, uid, progress, cancel);
+    Err(not_in_build("open DICOM series", "DICOM reading"))
+}
+
+/// A loaded segmentation model.
+pub struct Model {
+    /// Display name (file name of the bundle).
+    pub name: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// The labels it predicts.
+    pub table: LabelTable,
+}
+
+/// Loads a model bundle.
+pub fn load_model(path: &Path) -> Result<Model> {
+    let _ = path;
+    Err(not_in_build("load model", "model loading (logonet::infer)"))
+}
+
+/// Segments `image` with `model` (sliding window), reporting progress and honouring `cancel`.
+pub fn segment(
+    model: &Model,
+    image: &ImageVolume,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<LabelVolume> {
+    let _ = (model, image);
+    progress.report(ProgressEvent {
+        stage: "inference".into(),
+        done: 0,
+        total: 0,
+    });
+    cancel.check()?;
+    Err(not_in_build("segment", "inference (logonet::infer)"))
+}
+
+/// Per-label Dice, HD95 and volumes of `pred` against `gt` (same grid) for the labels of `table`
+/// present in either map.
+pub fn metrics(pred: &LabelVolume, gt: &LabelVolume, table: &LabelTable) -> Result<Vec<MetricRow>> {
+    if pred.dims != gt.dims {
+        return Err(Error::invalid(
+            "metrics",
+            format!("grids differ: {:?} vs {:?}", pred.dims, gt.dims),
+        ));
+    }
+    let max = pred.data.iter().chain(&gt.data).copied().max().unwrap_or(0) as usize;
+    let mut tp = vec![0u64; max + 1];
+    let mut np = vec![0u64; max + 1];
+    let mut ng = vec![0u64; max + 1];
+    for (&p, &g) in pred.data.iter().zip(&gt.data) {
+        np[p as usize] += 1;
+        ng[g as usize] += 1;
+        if p == g {
+            tp[p as usize] += 1;
+        }
+    }
+    let s = gt.spacing_mm();
+    let voxel_ml = s[0] * s[1] * s[2] / 1000.0;
+    let rows = (1..=max)
+        .filter(|&v| np[v] + ng[v] > 0)
+        .map(|v| {
+            let value = v as u16;
+            MetricRow {
+                value,
+                name: table.name(value),
+                color: table.color(value),
+                dice: 2.0 * tp[v] as f64 / (np[v] + ng[v]) as f64,
+                hd95_mm: None,
+                pred_volume_ml: np[v] as f64 * voxel_ml,
+                gt_volume_ml: ng[v] as f64 * voxel_ml,
+            }
+        })
+        .collect();
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phantom_has_labelled_organs_in_hu() {
+        let (image, labels) = local_phantom([96, 96, 40], [3.7, 3.7, 6.0]);
+        assert_eq!(image.dims, labels.dims);
+        let present = logonet_viewer::legend::present_labels(&labels.data);
+        assert!(present.contains(&6) && present.contains(&1), "{present:?}");
+        assert!(image.data.iter().any(|&v| v < -900.0) && image.data.iter().any(|&v| v > 500.0));
+    }
+
+    #[test]
+    fn metrics_of_identical_maps_are_perfect() {
+        let (_, labels) = local_phantom([64, 64, 24], [5.5, 5.5, 10.0]);
+        assert!(default_sample().is_ok_and(|s| s.labels.is_some()));
+        let rows = metrics(&labels, &labels, &LabelTable::btcv()).unwrap_or_default();
+        assert!(!rows.is_empty());
+        for r in rows {
+            assert!((r.dice - 1.0).abs() < 1e-12);
+            assert!((r.pred_volume_ml - r.gt_volume_ml).abs() < 1e-12);
+        }
+    }
+}
+
+#[cfg(test)]
+mod io_tests {
+    use super::*;
+
+    #[test]
+    fn saved_segmentation_reloads_on_the_same_grid() {
+        let (_, labels) = local_phantom([40, 40, 20], [9.0, 9.0, 12.0]);
+        let Ok(dir) = tempfile::tempdir() else { return };
+        let path = dir.path().join("seg.nii.gz");
+        assert!(save_labels(&path, &labels).is_ok());
+        match load_labels(&path) {
+            Ok(back) => {
+                assert_eq!(back.dims, labels.dims);
+                assert_eq!(back.data, labels.data);
+                assert!(back.ras_from_ijk.max_abs_diff(&labels.ras_from_ijk) < 1e-4);
+            }
+            Err(e) => panic!("reload failed: {e}"),
+        }
+        assert!(load_image(&dir.path().join("missing.nii.gz")).is_err());
+    }
+}

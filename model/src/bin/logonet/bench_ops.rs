@@ -1,0 +1,242 @@
+//! `logonet bench ops`: wall time, CPU time and GFLOP/s of the 3D ops on the shapes LoGoNet uses.
+
+use super::OpsArgs;
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor, Var};
+use logonet::ops::{self, Conv3dParams};
+use std::time::Instant;
+
+/// One measurement.
+#[derive(serde::Serialize, Debug)]
+struct Row {
+    case: String,
+    pass: &'static str,
+    wall_ms: f64,
+    cpu_s: f64,
+    gflop: Option<f64>,
+    gflops_wall: Option<f64>,
+    gflops_per_core: Option<f64>,
+}
+
+/// User + system CPU seconds of this process (all threads), from `/proc/self/stat` (100 Hz ticks).
+fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the full line are utime and stime; `rest` starts at field 3.
+    let tick = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Runs `f` once to warm up, then `reps` times; returns the fastest wall time and the CPU time of that run.
+fn measure(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
+    f()?;
+    let mut best = (f64::INFINITY, f64::NAN);
+    for _ in 0..reps.max(1) {
+        let (c0, t0) = (cpu_seconds(), Instant::now());
+        f()?;
+        let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+        if wall < best.0 {
+            best = (wall, cpu);
+        }
+    }
+    Ok(best)
+}
+
+fn row(case: &str, pass: &'static str, (wall, cpu): (f64, f64), gflop: Option<f64>) -> Row {
+    Row {
+        case: case.to_string(),
+        pass,
+        wall_ms: wall * 1e3,
+        cpu_s: cpu,
+        gflop,
+        gflops_wall: gflop.map(|g| g / wall),
+        gflops_per_core: gflop.map(|g| g / cpu.max(1e-9)),
+    }
+}
+
+fn randn(dims: &[usize]) -> anyhow::Result<Tensor> {
+    Ok(Tensor::randn(0f32, 1f32, dims, &Device::Cpu)?)
+}
+
+fn conv_case(
+    rows: &mut Vec<Row>,
+    reps: usize,
+    name: &str,
+    x: [usize; 5],
+    w: [usize; 5],
+    p: Conv3dParams,
+) -> anyhow::Result<()> {
+    let (xt, wt) = (randn(&x)?, (randn(&w)? * 0.05)?);
+    let gflop = ops::conv3d_flops(x, w, &p)? / 1e9;
+    let y = ops::conv3d(&xt, &wt, None, &p)?;
+    let dy = y.randn_like(0.0, 1.0)?;
+    rows.push(row(
+        name,
+        "forward",
+        measure(reps, || Ok(drop(ops::conv3d(&xt, &wt, None, &p)?)))?,
+        Some(gflop),
+    ));
+    let dx = measure(reps, || {
+        Ok(drop(ops::conv3d_backward(&xt, &wt, &dy, &p, true, false)?))
+    })?;
+    rows.push(row(name, "input-grad", dx, Some(gflop)));
+    let dw = measure(reps, || {
+        Ok(drop(ops::conv3d_backward(&xt, &wt, &dy, &p, false, true)?))
+    })?;
+    rows.push(row(name, "weight-grad", dw, Some(gflop)));
+    Ok(())
+}
+
+type Op = Box<dyn Fn(&Tensor) -> logonet::Result<Tensor>>;
+
+fn elementwise_case(
+    rows: &mut Vec<Row>,
+    reps: usize,
+    name: &str,
+    dims: &[usize],
+    op: Op,
+) -> anyhow::Result<()> {
+    let x = Var::from_tensor(&randn(dims)?)?;
+    rows.push(row(
+        name,
+        "forward",
+        measure(reps, || Ok(drop(op(x.as_tensor())?)))?,
+        None,
+    ));
+    let fb = measure(reps, || {
+        let y = op(x.as_tensor())?;
+        let g = y.sum_all()?.backward()?;
+        g.get(x.as_tensor()).context("no gradient")?;
+        Ok(())
+    })?;
+    rows.push(row(name, "forward+backward", fb, None));
+    Ok(())
+}
+
+/// Runs all cases and prints a table or JSON.
+pub fn run(a: &OpsArgs) -> anyhow::Result<()> {
+    let keep = |n: &str| a.filter.as_deref().is_none_or(|f| n.contains(f));
+    let mut rows = Vec::new();
+    let r = a.reps;
+    let conv_cases: [(&str, [usize; 5], [usize; 5], Conv3dParams); 5] = [
+        (
+            "conv3d 3^3 64->64 1x64x48^3",
+            [1, 64, 48, 48, 48],
+            [64, 64, 3, 3, 3],
+            Conv3dParams::iso(1, 1, 1, 1),
+        ),
+        (
+            "conv3d 3^3 1->32 1x1x96^3",
+            [1, 1, 96, 96, 96],
+            [32, 1, 3, 3, 3],
+            Conv3dParams::iso(1, 1, 1, 1),
+        ),
+        (
+            "conv3d 3^3 96->14 1x96x96^3",
+            [1, 96, 96, 96, 96],
+            [14, 96, 3, 3, 3],
+            Conv3dParams::iso(1, 1, 1, 1),
+        ),
+        (
+            "depthwise 5^3 1x64x48^3",
+            [1, 64, 48, 48, 48],
+            [64, 1, 5, 5, 5],
+            Conv3dParams::iso(1, 2, 1, 64),
+        ),
+        (
+            "depthwise 7^3 dil3 1x64x48^3",
+            [1, 64, 48, 48, 48],
+            [64, 1, 7, 7, 7],
+            Conv3dParams::iso(1, 9, 3, 64),
+        ),
+    ];
+    for (name, x, w, p) in conv_cases {
+        if keep(name) {
+            conv_case(&mut rows, r, name, x, w, p)?;
+        }
+    }
+    let c = 32;
+    let dims = [1, c, 96, 96, 96];
+    let dev = Device::Cpu;
+    let pc = |v: f32| Tensor::full(v, c, &dev);
+    let (w, b, rm, rv) = (pc(1.1)?, pc(0.1)?, pc(0.05)?, pc(0.9)?);
+    let cases: Vec<(&str, Vec<usize>, Op)> = vec![
+        ("batch_norm_eval 1x32x96^3", dims.to_vec(), {
+            let (w, b, rm, rv) = (w.clone(), b.clone(), rm.clone(), rv.clone());
+            Box::new(move |x| ops::batch_norm_eval(x, Some(&w), Some(&b), &rm, &rv, 1e-5))
+        }),
+        ("batch_norm_train 1x32x96^3", dims.to_vec(), {
+            let (w, b) = (w.clone(), b.clone());
+            Box::new(move |x| Ok(ops::batch_norm_train(x, Some(&w), Some(&b), 1e-5)?.0))
+        }),
+        ("instance_norm3d 1x32x96^3", dims.to_vec(), {
+            let (w, b) = (w.clone(), b.clone());
+            Box::new(move |x| ops::instance_norm3d(x, Some(&w), Some(&b), 1e-5))
+        }),
+        ("layer_norm_channels 1x32x96^3", dims.to_vec(), {
+            let (w, b) = (w.clone(), b.clone());
+            Box::new(move |x| ops::layer_norm_channels(x, &w, &b, 1e-5))
+        }),
+        ("layer_norm_last 1x96^3x32", vec![1, 96 * 96 * 96, c], {
+            let (w, b) = (w.clone(), b.clone());
+            Box::new(move |x| ops::layer_norm_last(x, &w, &b, 1e-5))
+        }),
+        ("gelu 1x32x96^3", dims.to_vec(), Box::new(ops::gelu)),
+        (
+            "leaky_relu 1x32x96^3",
+            dims.to_vec(),
+            Box::new(|x| ops::leaky_relu(x, 0.01)),
+        ),
+        (
+            "upsample_trilinear2x 1x32x48^3",
+            vec![1, c, 48, 48, 48],
+            Box::new(ops::upsample_trilinear2x),
+        ),
+        (
+            "upsample_nearest2x 1x32x48^3",
+            vec![1, c, 48, 48, 48],
+            Box::new(ops::upsample_nearest2x),
+        ),
+    ];
+    for (name, d, op) in cases {
+        if keep(name) {
+            elementwise_case(&mut rows, r, name, &d, op)?;
+        }
+    }
+    let threads = rayon::current_num_threads();
+    if a.json {
+        let v = serde_json::json!({ "threads": threads, "dtype": format!("{:?}", DType::F32), "rows": rows });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "logonet bench ops: f32, {threads} rayon threads, fastest of {} runs",
+        r.max(1)
+    );
+    println!(
+        "{:<34} {:<17} {:>10} {:>8} {:>10} {:>12}",
+        "case", "pass", "wall ms", "CPU s", "GFLOP/s", "GFLOP/s/core"
+    );
+    for x in &rows {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        println!(
+            "{:<34} {:<17} {:>10.1} {:>8.3} {:>10} {:>12}",
+            x.case,
+            x.pass,
+            x.wall_ms,
+            x.cpu_s,
+            f(x.gflops_wall),
+            f(x.gflops_per_core)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,868 @@
+//! conv3d as candle custom ops: forward, input-gradient and weight-gradient, each with a CPU kernel.
+//!
+//! * Dense and grouped convolutions (`C/groups > 1`): im2col of a slab of output rows into a cache-sized
+//!   column buffer, then one `gemm` per slab (weights `[O/g, C/g·k³]` × columns `[C/g·k³, P]`); slabs run in
+//!   parallel on rayon's pool.
+//! * One input channel per group (depthwise, or any conv with `C/groups == 1`): direct loops that accumulate
+//!   whole output rows (vectorised axpy over W), parallel over (sample, output channel).
+//! * Input gradient: for stride 1 and `padding <= dilation·(k-1)` it is the forward conv of the output
+//!   gradient with the flipped, transposed kernel (so it reuses the fast kernels above); otherwise
+//!   `gemm` (Wᵀ·dY) + col2im.
+//! * Weight gradient: dY·colsᵀ accumulated over slabs (dense) or direct row products (depthwise).
+//!
+//! `cuda_fwd` is not implemented yet: the public functions in [`super`] send tensors on other devices to
+//! [`super::reference`].
+
+use super::Conv3dParams;
+use super::elem::{Elem, SharedMut, slice, threads};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+/// Geometry of one convolution (all sizes of the *forward* op).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geom {
+    pub n: usize,
+    pub c: usize,
+    pub o: usize,
+    pub groups: usize,
+    pub cg: usize,
+    pub og: usize,
+    pub i: [usize; 3],
+    pub k: [usize; 3],
+    pub out: [usize; 3],
+    pub s: [usize; 3],
+    pub p: [usize; 3],
+    pub d: [usize; 3],
+}
+
+impl Geom {
+    pub(crate) fn new(x: [usize; 5], w: [usize; 5], p: &Conv3dParams, out: [usize; 3]) -> Self {
+        Self {
+            n: x[0],
+            c: x[1],
+            o: w[0],
+            groups: p.groups,
+            cg: w[1],
+            og: w[0] / p.groups,
+            i: [x[2], x[3], x[4]],
+            k: [w[2], w[3], w[4]],
+            out,
+            s: p.stride,
+            p: p.padding,
+            d: p.dilation,
+        }
+    }
+    fn isp(&self) -> usize {
+        self.i.iter().product()
+    }
+    fn osp(&self) -> usize {
+        self.out.iter().product()
+    }
+    fn kt(&self) -> usize {
+        self.k.iter().product()
+    }
+    fn kk(&self) -> usize {
+        self.cg * self.kt()
+    }
+}
+
+/// Output positions `x` in `0..n_out` whose input `x·s + off` lies in `0..n_in`, as a half-open range.
+#[inline]
+fn valid(n_out: usize, s: usize, off: isize, n_in: usize) -> (usize, usize) {
+    let si = s as isize;
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off + si - 1) / si) as usize
+    };
+    let lim = n_in as isize - off;
+    let hi = if lim <= 0 {
+        0
+    } else {
+        ((lim + si - 1) / si) as usize
+    }
+    .min(n_out);
+    (lo.min(hi), hi)
+}
+
+#[inline]
+fn in_index(o: usize, s: usize, t: usize, d: usize, p: usize, n: usize) -> Option<usize> {
+    let i = (o * s + t * d) as isize - p as isize;
+    (i >= 0 && i < n as isize).then_some(i as usize)
+}
+
+/// Output rows (z, y) per slab so that the column buffer holds about `target` elements.
+fn rows_per_slab(kk: usize, ow: usize, rows: usize, target: usize) -> usize {
+    (target / (kk * ow).max(1)).clamp(1, rows.max(1))
+}
+
+const SLAB: usize = 1 << 18;
+
+/// im2col of output rows `r0..r1` (row = z·OH + y) of sample `b`, group `grp` into `col [cg·kt, pc]`.
+fn im2col<T: Elem>(x: &[T], g: &Geom, b: usize, grp: usize, r0: usize, r1: usize, col: &mut [T]) {
+    let [id, ih, iw] = g.i;
+    let [kd, kh, kw] = g.k;
+    let [_, oh, ow] = g.out;
+    let pc = (r1 - r0) * ow;
+    let isp = g.isp();
+    let zero = T::default();
+    for ci in 0..g.cg {
+        let xp = &x[(b * g.c + grp * g.cg + ci) * isp..][..isp];
+        for a in 0..kd {
+            for bb in 0..kh {
+                for cc in 0..kw {
+                    let row = ((ci * kd + a) * kh + bb) * kw + cc;
+                    let dst = &mut col[row * pc..][..pc];
+                    let off = (cc * g.d[2]) as isize - g.p[2] as isize;
+                    let (xl, xh) = valid(ow, g.s[2], off, iw);
+                    for r in r0..r1 {
+                        let seg = &mut dst[(r - r0) * ow..][..ow];
+                        let (z, y) = (r / oh, r % oh);
+                        let (Some(iz), Some(iy)) = (
+                            in_index(z, g.s[0], a, g.d[0], g.p[0], id),
+                            in_index(y, g.s[1], bb, g.d[1], g.p[1], ih),
+                        ) else {
+                            seg.fill(zero);
+                            continue;
+                        };
+                        let xrow = &xp[(iz * ih + iy) * iw..][..iw];
+                        seg[..xl].fill(zero);
+                        seg[xh..].fill(zero);
+                        if g.s[2] == 1 {
+                            let st = (xl as isize + off) as usize;
+                            seg[xl..xh].copy_from_slice(&xrow[st..st + (xh - xl)]);
+                        } else {
+                            for (xx, v) in seg[xl..xh].iter_mut().enumerate() {
+                                *v = xrow[((xx + xl) as isize * g.s[2] as isize + off) as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col`] for one input channel `ci` of the group: `plane += col2im(col)`.
+fn col2im_channel<T: Elem>(col: &[T], g: &Geom, r0: usize, r1: usize, ci: usize, plane: &mut [T]) {
+    let [id, ih, iw] = g.i;
+    let [kd, kh, kw] = g.k;
+    let [_, oh, ow] = g.out;
+    let pc = (r1 - r0) * ow;
+    for a in 0..kd {
+        for bb in 0..kh {
+            for cc in 0..kw {
+                let row = ((ci * kd + a) * kh + bb) * kw + cc;
+                let src = &col[row * pc..][..pc];
+                let off = (cc * g.d[2]) as isize - g.p[2] as isize;
+                let (xl, xh) = valid(ow, g.s[2], off, iw);
+                for r in r0..r1 {
+                    let seg = &src[(r - r0) * ow..][..ow];
+                    let (z, y) = (r / oh, r % oh);
+                    let (Some(iz), Some(iy)) = (
+                        in_index(z, g.s[0], a, g.d[0], g.p[0], id),
+                        in_index(y, g.s[1], bb, g.d[1], g.p[1], ih),
+                    ) else {
+                        continue;
+                    };
+                    let xrow = &mut plane[(iz * ih + iy) * iw..][..iw];
+                    if g.s[2] == 1 {
+                        let st = (xl as isize + off) as usize;
+                        for (d, v) in xrow[st..st + (xh - xl)].iter_mut().zip(&seg[xl..xh]) {
+                            *d += *v;
+                        }
+                    } else {
+                        for (xx, v) in seg[xl..xh].iter().enumerate() {
+                            xrow[((xx + xl) as isize * g.s[2] as isize + off) as usize] += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `LOGONET_CONV_GEMM=1` disables the direct AVX-512 kernel (for benchmarks comparing the two paths).
+fn gemm_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("LOGONET_CONV_GEMM").is_ok_and(|v| v == "1"))
+}
+
+fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (checked by TypeId), so the slice is reinterpreted as itself.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+fn from_f32<T: Elem>(v: Vec<f32>) -> Vec<T> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        let mut v = std::mem::ManuallyDrop::new(v);
+        // SAFETY: T is f32 (checked by TypeId): same layout, pointer, length and capacity.
+        unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
+    } else {
+        v.into_iter().map(|a| T::from_f64(a as f64)).collect()
+    }
+}
+
+/// Forward conv: `y [N, O, out]`.
+pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+    #[cfg(target_arch = "x86_64")]
+    if g.og >= 4 && g.k[2] <= 16 && !gemm_forced() {
+        if let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w)) {
+            let bf = bias.and_then(as_f32);
+            if bias.is_none() || bf.is_some() {
+                if let Some(y) = super::conv3d_avx512::try_forward(xf, wf, bf, g) {
+                    return from_f32(y);
+                }
+            }
+        }
+    }
+    if g.cg == 1 {
+        forward_direct(x, w, bias, g)
+    } else {
+        forward_gemm(x, w, bias, g)
+    }
+}
+
+fn forward_gemm<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+    let osp = g.osp();
+    let kk = g.kk();
+    let ow = g.out[2];
+    let rows = g.out[0] * g.out[1];
+    let mut y = vec![T::default(); g.n * g.o * osp];
+    if let Some(bv) = bias {
+        y.par_chunks_mut(osp)
+            .enumerate()
+            .for_each(|(i, pl)| pl.fill(bv[i % g.o]));
+    }
+    let rps = rows_per_slab(kk, ow, rows, SLAB);
+    let slabs = rows.div_ceil(rps);
+    let tasks = g.n * g.groups * slabs;
+    let yp = SharedMut(y.as_mut_ptr());
+    let one = T::from_f64(1.0);
+    (0..tasks).into_par_iter().for_each_init(
+        || vec![T::default(); kk * rps * ow],
+        |col, t| {
+            let (bg, sl) = (t / slabs, t % slabs);
+            let (b, grp) = (bg / g.groups, bg % g.groups);
+            let (r0, r1) = (sl * rps, ((sl + 1) * rps).min(rows));
+            let pc = (r1 - r0) * ow;
+            im2col(x, g, b, grp, r0, r1, &mut col[..kk * pc]);
+            // SAFETY: the task writes columns r0·ow..r1·ow of the O/g output planes of its (sample, group);
+            // no two tasks share a (sample, group, slab), so the writes are disjoint. All pointers stay in
+            // bounds: y has N·O·osp elements, w has O·kk, col has ≥ kk·pc.
+            unsafe {
+                gemm(
+                    g.og,
+                    pc,
+                    kk,
+                    yp.ptr().add((b * g.o + grp * g.og) * osp + r0 * ow),
+                    1,
+                    osp as isize,
+                    bias.is_some(),
+                    w.as_ptr().add(grp * g.og * kk),
+                    1,
+                    kk as isize,
+                    col.as_ptr(),
+                    1,
+                    pc as isize,
+                    one,
+                    one,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                )
+            }
+        },
+    );
+    y
+}
+
+/// `(lo, hi, off)` per kernel tap along W.
+fn w_ranges(g: &Geom, ow: usize) -> Vec<(usize, usize, isize)> {
+    (0..g.k[2])
+        .map(|cc| {
+            let off = (cc * g.d[2]) as isize - g.p[2] as isize;
+            let (l, h) = valid(ow, g.s[2], off, g.i[2]);
+            (l, h, off)
+        })
+        .collect()
+}
+
+fn forward_direct<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+    let (isp, osp, kt) = (g.isp(), g.osp(), g.kt());
+    let [od, oh, ow] = g.out;
+    let [id, ih, iw] = g.i;
+    let [kd, kh, kw] = g.k;
+    let ranges = w_ranges(g, ow);
+    let mut y = vec![T::default(); g.n * g.o * osp];
+    y.par_chunks_mut(osp).enumerate().for_each(|(idx, yp)| {
+        let (b, oc) = (idx / g.o, idx % g.o);
+        let ic = oc / g.og;
+        let xp = &x[(b * g.c + ic) * isp..][..isp];
+        let wk = &w[oc * kt..][..kt];
+        let bv = bias.map_or(T::default(), |bb| bb[oc]);
+        for z in 0..od {
+            for yy in 0..oh {
+                let row = &mut yp[(z * oh + yy) * ow..][..ow];
+                row.fill(bv);
+                for a in 0..kd {
+                    let Some(iz) = in_index(z, g.s[0], a, g.d[0], g.p[0], id) else {
+                        continue;
+                    };
+                    for bb in 0..kh {
+                        let Some(iy) = in_index(yy, g.s[1], bb, g.d[1], g.p[1], ih) else {
+                            continue;
+                        };
+                        let xrow = &xp[(iz * ih + iy) * iw..][..iw];
+                        let wrow = &wk[(a * kh + bb) * kw..][..kw];
+                        for (&(l, h, off), &wv) in ranges.iter().zip(wrow) {
+                            if g.s[2] == 1 {
+                                let src = &xrow[(l as isize + off) as usize..][..h - l];
+                                for (r, v) in row[l..h].iter_mut().zip(src) {
+                                    *r += wv * *v;
+                                }
+                            } else {
+                                for xx in l..h {
+                                    row[xx] +=
+                                        wv * xrow[(xx as isize * g.s[2] as isize + off) as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    y
+}
+
+/// Input gradient `dx [N, C, i]` from `dy [N, O, out]`.
+pub(crate) fn input_grad<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    let flip_ok = g.s == [1, 1, 1] && (0..3).all(|a| g.p[a] <= g.d[a] * (g.k[a] - 1));
+    if flip_ok {
+        // dx = conv(dy, flip(wᵀ)) with padding d·(k-1) - p: W'[g·cg + ci, oi, t] = W[g·og + oi, ci, kt-1-t].
+        let kt = g.kt();
+        let mut wt = vec![T::default(); w.len()];
+        for grp in 0..g.groups {
+            for oi in 0..g.og {
+                for ci in 0..g.cg {
+                    let src = &w[((grp * g.og + oi) * g.cg + ci) * kt..][..kt];
+                    let dst = &mut wt[((grp * g.cg + ci) * g.og + oi) * kt..][..kt];
+                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = *s;
+                    }
+                }
+            }
+        }
+        let g2 = Geom {
+            n: g.n,
+            c: g.o,
+            o: g.c,
+            groups: g.groups,
+            cg: g.og,
+            og: g.cg,
+            i: g.out,
+            k: g.k,
+            out: g.i,
+            s: [1; 3],
+            p: [0, 1, 2].map(|a| g.d[a] * (g.k[a] - 1) - g.p[a]),
+            d: g.d,
+        };
+        return forward(dy, &wt, None, &g2);
+    }
+    input_grad_col2im(dy, w, g)
+}
+
+fn input_grad_col2im<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
+    let (isp, osp, kk) = (g.isp(), g.osp(), g.kk());
+    let ow = g.out[2];
+    let rows = g.out[0] * g.out[1];
+    let mut dx = vec![T::default(); g.n * g.c * isp];
+    let rps = rows_per_slab(kk, ow, rows, SLAB);
+    let mut dcol = vec![T::default(); kk * rps * ow];
+    let nt = threads();
+    let par = if nt > 1 {
+        Parallelism::Rayon(nt)
+    } else {
+        Parallelism::None
+    };
+    let one = T::from_f64(1.0);
+    for b in 0..g.n {
+        for grp in 0..g.groups {
+            let mut r0 = 0;
+            while r0 < rows {
+                let r1 = (r0 + rps).min(rows);
+                let pc = (r1 - r0) * ow;
+                // SAFETY: dcol holds kk·pc elements written as [kk, pc] row-major; lhs reads Wᵀ of this group
+                // (element (r, o) at w[(grp·og + o)·kk + r]); rhs reads dy rows of this (sample, group).
+                unsafe {
+                    gemm(
+                        kk,
+                        pc,
+                        g.og,
+                        dcol.as_mut_ptr(),
+                        1,
+                        pc as isize,
+                        false,
+                        w.as_ptr().add(grp * g.og * kk),
+                        kk as isize,
+                        1,
+                        dy.as_ptr().add((b * g.o + grp * g.og) * osp + r0 * ow),
+                        1,
+                        osp as isize,
+                        one,
+                        one,
+                        false,
+                        false,
+                        false,
+                        par,
+                    )
+                }
+                let dcol = &dcol[..kk * pc];
+                dx[(b * g.c + grp * g.cg) * isp..][..g.cg * isp]
+                    .par_chunks_mut(isp)
+                    .enumerate()
+                    .for_each(|(ci, plane)| col2im_channel(dcol, g, r0, r1, ci, plane));
+                r0 = r1;
+            }
+        }
+    }
+    dx
+}
+
+/// Weight gradient `dw [O, C/g, k]` from `x [N, C, i]` and `dy [N, O, out]`.
+pub(crate) fn weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    if g.cg == 1 {
+        weight_grad_direct(x, dy, g)
+    } else {
+        weight_grad_gemm(x, dy, g)
+    }
+}
+
+fn weight_grad_gemm<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    let (osp, kk) = (g.osp(), g.kk());
+    let ow = g.out[2];
+    let rows = g.out[0] * g.out[1];
+    // Longer slabs: the gemm reduction runs over the slab, and dW is re-read once per slab.
+    let rps = rows_per_slab(kk, ow, rows, 8 * SLAB);
+    let slabs = rows.div_ceil(rps);
+    let tasks = g.n * g.groups * slabs;
+    let len = g.o * kk;
+    let one = T::from_f64(1.0);
+    (0..tasks)
+        .into_par_iter()
+        .fold(
+            || (vec![T::default(); len], vec![T::default(); kk * rps * ow]),
+            |(mut acc, mut col), t| {
+                let (bg, sl) = (t / slabs, t % slabs);
+                let (b, grp) = (bg / g.groups, bg % g.groups);
+                let (r0, r1) = (sl * rps, ((sl + 1) * rps).min(rows));
+                let pc = (r1 - r0) * ow;
+                im2col(x, g, b, grp, r0, r1, &mut col[..kk * pc]);
+                // SAFETY: acc is this fold's private [O, kk] buffer (the group's rows start at grp·og·kk);
+                // lhs = dy rows [og, pc] of this (sample, group, slab); rhs = colᵀ [pc, kk] (element (j, r) at
+                // col[r·pc + j]); all in bounds.
+                unsafe {
+                    gemm(
+                        g.og,
+                        kk,
+                        pc,
+                        acc.as_mut_ptr().add(grp * g.og * kk),
+                        1,
+                        kk as isize,
+                        true,
+                        dy.as_ptr().add((b * g.o + grp * g.og) * osp + r0 * ow),
+                        1,
+                        osp as isize,
+                        col.as_ptr(),
+                        pc as isize,
+                        1,
+                        one,
+                        one,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    )
+                }
+                (acc, col)
+            },
+        )
+        .map(|(acc, _)| acc)
+        .reduce(
+            || vec![T::default(); len],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(&b) {
+                    *x += *y;
+                }
+                a
+            },
+        )
+}
+
+fn weight_grad_direct<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    let (isp, osp, kt) = (g.isp(), g.osp(), g.kt());
+    let [od, oh, ow] = g.out;
+    let [id, ih, iw] = g.i;
+    let [kd, kh, kw] = g.k;
+    let ranges = w_ranges(g, ow);
+    let mut dw = vec![T::default(); g.o * kt];
+    dw.par_chunks_mut(kt).enumerate().for_each(|(oc, out)| {
+        let ic = oc / g.og;
+        // Per-tap row accumulators [kt, ow], reduced at the end (no horizontal sums in the hot loop).
+        let mut acc = vec![T::default(); kt * ow];
+        for b in 0..g.n {
+            let xp = &x[(b * g.c + ic) * isp..][..isp];
+            let dyp = &dy[(b * g.o + oc) * osp..][..osp];
+            for z in 0..od {
+                for yy in 0..oh {
+                    let dyrow = &dyp[(z * oh + yy) * ow..][..ow];
+                    for a in 0..kd {
+                        let Some(iz) = in_index(z, g.s[0], a, g.d[0], g.p[0], id) else {
+                            continue;
+                        };
+                        for bb in 0..kh {
+                            let Some(iy) = in_index(yy, g.s[1], bb, g.d[1], g.p[1], ih) else {
+                                continue;
+                            };
+                            let xrow = &xp[(iz * ih + iy) * iw..][..iw];
+                            for (cc, &(l, h, off)) in ranges.iter().enumerate() {
+                                let arow = &mut acc[((a * kh + bb) * kw + cc) * ow..][..ow];
+                                if g.s[2] == 1 {
+                                    let src = &xrow[(l as isize + off) as usize..][..h - l];
+                                    for ((r, v), d) in
+                                        arow[l..h].iter_mut().zip(src).zip(&dyrow[l..h])
+                                    {
+                                        *r += *v * *d;
+                                    }
+                                } else {
+                                    for xx in l..h {
+                                        arow[xx] += dyrow[xx]
+                                            * xrow[(xx as isize * g.s[2] as isize + off) as usize];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (t, o) in out.iter_mut().enumerate() {
+            let mut s = T::default();
+            for v in &acc[t * ow..(t + 1) * ow] {
+                s += *v;
+            }
+            *o = s;
+        }
+    });
+    dw
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// candle custom ops
+
+fn dims5(l: &Layout, what: &str) -> candle_core::Result<[usize; 5]> {
+    match l.dims() {
+        &[a, b, c, d, e] => Ok([a, b, c, d, e]),
+        d => candle_core::bail!("{what} must be rank 5, got {d:?}"),
+    }
+}
+
+fn to_candle(e: crate::Error) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+macro_rules! dispatch_float {
+    ($s:expr, $op:expr, $f:ident ( $($args:tt)* )) => {
+        match $s {
+            CpuStorage::F32(_) => $f::<f32>($($args)*),
+            CpuStorage::F64(_) => $f::<f64>($($args)*),
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", $op),
+        }
+    };
+}
+pub(crate) use dispatch_float;
+
+/// Forward conv3d op (`x`, `w`[, `bias`]).
+pub(crate) struct Conv3dOp {
+    pub p: Conv3dParams,
+}
+
+impl Conv3dOp {
+    fn geom(&self, l1: &Layout, l2: &Layout) -> candle_core::Result<(Geom, Shape)> {
+        let xd = dims5(l1, "conv3d input")?;
+        let wd = dims5(l2, "conv3d weight")?;
+        let out = self
+            .p
+            .output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]])
+            .map_err(to_candle)?;
+        let g = Geom::new(xd, wd, &self.p, out);
+        Ok((g, Shape::from(vec![xd[0], wd[0], out[0], out[1], out[2]])))
+    }
+
+    fn run(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn go<T: Elem>(
+            g: &Geom,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            b: Option<(&CpuStorage, &Layout)>,
+        ) -> candle_core::Result<CpuStorage> {
+            let x = slice::<T>(s1, l1, "conv3d")?;
+            let w = slice::<T>(s2, l2, "conv3d")?;
+            let bias = match b {
+                Some((s, l)) => Some(slice::<T>(s, l, "conv3d")?),
+                None => None,
+            };
+            Ok(T::to_cpu_storage_owned(forward(x, w, bias, g)))
+        }
+        let (g, shape) = self.geom(l1, l2)?;
+        let st = dispatch_float!(s1, "conv3d", go(&g, s1, l1, s2, l2, b))?;
+        Ok((st, shape))
+    }
+
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let grad = grad.contiguous()?;
+        let xd = dims5(x.layout(), "conv3d input")?;
+        let dx = grad.apply_op2_no_bwd(
+            w,
+            &Conv3dInputGradOp {
+                p: self.p,
+                x_dims: xd,
+            },
+        )?;
+        let wd = dims5(w.layout(), "conv3d weight")?;
+        let dw = x.apply_op2_no_bwd(
+            &grad,
+            &Conv3dWeightGradOp {
+                p: self.p,
+                w_dims: wd,
+            },
+        )?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp2 for Conv3dOp {
+    fn name(&self) -> &'static str {
+        "conv3d"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run(s1, l1, s2, l2, None)
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        candle_core::bail!(
+            "conv3d: no CUDA kernel yet (logonet::ops::conv3d routes CUDA tensors to ops::reference)"
+        )
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.grads(x, w, grad)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for Conv3dOp {
+    fn name(&self) -> &'static str {
+        "conv3d"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run(s1, l1, s2, l2, Some((s3, l3)))
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        candle_core::bail!(
+            "conv3d: no CUDA kernel yet (logonet::ops::conv3d routes CUDA tensors to ops::reference)"
+        )
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.grads(x, w, grad)?;
+        let (n, o, _, _, _) = grad.dims5()?;
+        let db = grad.contiguous()?.reshape((n, o, ()))?.sum(2)?.sum(0)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Input gradient of conv3d, `(dy, w) -> dx`; also the forward pass of a transposed convolution (its own
+/// backward is then `conv3d` and the weight gradient with roles swapped).
+pub(crate) struct Conv3dInputGradOp {
+    pub p: Conv3dParams,
+    /// Shape of the forward input `x` (the output of this op).
+    pub x_dims: [usize; 5],
+}
+
+impl CustomOp2 for Conv3dInputGradOp {
+    fn name(&self) -> &'static str {
+        "conv3d-input-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dyd = dims5(l1, "conv3d output gradient")?;
+        let wd = dims5(l2, "conv3d weight")?;
+        let xd = self.x_dims;
+        let g = Geom::new(xd, wd, &self.p, [dyd[2], dyd[3], dyd[4]]);
+        if dyd[0] != xd[0] || dyd[1] != wd[0] || xd[1] != wd[1] * self.p.groups {
+            candle_core::bail!(
+                "conv3d-input-grad: gradient {dyd:?}, weight {wd:?} and input {xd:?} disagree"
+            );
+        }
+        fn go<T: Elem>(
+            g: &Geom,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<CpuStorage> {
+            let dy = slice::<T>(s1, l1, "conv3d-input-grad")?;
+            let w = slice::<T>(s2, l2, "conv3d-input-grad")?;
+            Ok(T::to_cpu_storage_owned(input_grad(dy, w, g)))
+        }
+        let st = dispatch_float!(s1, "conv3d-input-grad", go(&g, s1, l1, s2, l2))?;
+        Ok((st, Shape::from(xd.to_vec())))
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        candle_core::bail!("conv3d-input-grad: no CUDA kernel yet")
+    }
+    fn bwd(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // This op is linear in dy and w: d(dy) = conv3d(grad, w), d(w) = weight_grad(x = grad, dy = dy).
+        let grad = grad.contiguous()?;
+        let ddy = grad.apply_op2_no_bwd(w, &Conv3dOp { p: self.p })?;
+        let wd = dims5(w.layout(), "conv3d weight")?;
+        let dw = grad.apply_op2_no_bwd(
+            &dy.contiguous()?,
+            &Conv3dWeightGradOp {
+                p: self.p,
+                w_dims: wd,
+            },
+        )?;
+        Ok((Some(ddy), Some(dw)))
+    }
+}
+
+/// Weight gradient of conv3d, `(x, dy) -> dw`.
+pub(crate) struct Conv3dWeightGradOp {
+    pub p: Conv3dParams,
+    /// Shape of the weight (the output of this op).
+    pub w_dims: [usize; 5],
+}
+
+impl CustomOp2 for Conv3dWeightGradOp {
+    fn name(&self) -> &'static str {
+        "conv3d-weight-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let xd = dims5(l1, "conv3d input")?;
+        let dyd = dims5(l2, "conv3d output gradient")?;
+        let wd = self.w_dims;
+        let g = Geom::new(xd, wd, &self.p, [dyd[2], dyd[3], dyd[4]]);
+        if dyd[0] != xd[0] || dyd[1] != wd[0] || xd[1] != wd[1] * self.p.groups {
+            candle_core::bail!(
+                "conv3d-weight-grad: input {xd:?}, gradient {dyd:?} and weight {wd:?} disagree"
+            );
+        }
+        fn go<T: Elem>(
+            g: &Geom,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<CpuStorage> {
+            let x = slice::<T>(s1, l1, "conv3d-weight-grad")?;
+            let dy = slice::<T>(s2, l2, "conv3d-weight-grad")?;
+            Ok(T::to_cpu_storage_owned(weight_grad(x, dy, g)))
+        }
+        let st = dispatch_float!(s1, "conv3d-weight-grad", go(&g, s1, l1, s2, l2))?;
+        Ok((st, Shape::from(wd.to_vec())))
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        candle_core::bail!("conv3d-weight-grad: no CUDA kernel yet")
+    }
+}
