@@ -24,7 +24,13 @@ fn coded(dims: [usize; 3]) -> Sample {
 #[test]
 fn rot90_matches_numpy() {
     // m = [[0, 1, 2], [3, 4, 5]] (nx 2, ny 3, nz 1); values below are np.rot90(m, k).
-    let m = Sample::new((0..6).map(|v| v as f32).collect(), (0..6).collect(), 1, [2, 3, 1]).unwrap();
+    let m = Sample::new(
+        (0..6).map(|v| v as f32).collect(),
+        (0..6).collect(),
+        1,
+        [2, 3, 1],
+    )
+    .unwrap();
     let expect: [(usize, [usize; 3], [f32; 6]); 3] = [
         (1, [3, 2, 1], [2., 5., 1., 4., 0., 3.]),
         (2, [2, 3, 1], [5., 4., 3., 2., 1., 0.]),
@@ -35,7 +41,11 @@ fn rot90_matches_numpy() {
         s.rot90(k);
         assert_eq!(s.dims, dims, "k={k}");
         assert_eq!(s.image, values, "k={k}");
-        assert_eq!(s.label, values.iter().map(|&v| v as u16).collect::<Vec<_>>(), "label k={k}");
+        assert_eq!(
+            s.label,
+            values.iter().map(|&v| v as u16).collect::<Vec<_>>(),
+            "label k={k}"
+        );
     }
     let mut s = coded([3, 4, 2]);
     for _ in 0..4 {
@@ -61,9 +71,15 @@ fn flips_reverse_one_axis() {
 #[test]
 fn crop_centres_are_corrected_as_monai() {
     // shape 100, size 96: valid centres 48..=52.
-    assert_eq!(correct_crop_center([0, 99, 50], [96; 3], [100; 3]), [48, 52, 50]);
+    assert_eq!(
+        correct_crop_center([0, 99, 50], [96; 3], [100; 3]),
+        [48, 52, 50]
+    );
     // shape equal to the size: the only centre is 48.
-    assert_eq!(correct_crop_center([10, 90, 48], [96; 3], [96; 3]), [48, 48, 48]);
+    assert_eq!(
+        correct_crop_center([10, 90, 48], [96; 3], [96; 3]),
+        [48, 48, 48]
+    );
     // odd size 5 in 9: valid 2..=6 (valid_end = uint16(10 - 2.5) = 7).
     assert_eq!(correct_crop_center([0, 8, 4], [5; 3], [9; 3]), [2, 6, 4]);
 }
@@ -90,13 +106,23 @@ fn crops_are_centred_on_foreground_or_background() {
     }
     let s = Sample::new(image, label, 1, dims).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let pos_only = AugmentConfig { crop_size: [8; 3], neg: 0.0, num_samples: 20, ..Default::default() }.crops_only();
+    let pos_only = AugmentConfig {
+        crop_size: [8; 3],
+        neg: 0.0,
+        num_samples: 20,
+        ..Default::default()
+    }
+    .crops_only();
     for c in augment::rand_crop_by_pos_neg_label(&s, &pos_only, &mut rng).unwrap() {
         assert_eq!(c.dims, [8; 3]);
         // Centre voxel (4, 4, 4) of the crop is foreground.
         assert_eq!(c.label[(4 * 8 + 4) * 8 + 4], 3);
     }
-    let neg_only = AugmentConfig { pos: 0.0, neg: 1.0, ..pos_only.clone() };
+    let neg_only = AugmentConfig {
+        pos: 0.0,
+        neg: 1.0,
+        ..pos_only.clone()
+    };
     for c in augment::rand_crop_by_pos_neg_label(&s, &neg_only, &mut rng).unwrap() {
         let centre = (4 * 8 + 4) * 8 + 4;
         assert_eq!(c.label[centre], 0);
@@ -104,16 +130,28 @@ fn crops_are_centred_on_foreground_or_background() {
         assert!(c.image[centre] > 0.0);
     }
     // pos = neg = 1: both kinds appear.
-    let both = AugmentConfig { pos: 1.0, neg: 1.0, num_samples: 200, ..pos_only };
+    let both = AugmentConfig {
+        pos: 1.0,
+        neg: 1.0,
+        num_samples: 200,
+        ..pos_only
+    };
     let crops = augment::rand_crop_by_pos_neg_label(&s, &both, &mut rng).unwrap();
-    let fg = crops.iter().filter(|c| c.label[(4 * 8 + 4) * 8 + 4] == 3).count();
+    let fg = crops
+        .iter()
+        .filter(|c| c.label[(4 * 8 + 4) * 8 + 4] == 3)
+        .count();
     assert!((60..140).contains(&fg), "{fg} of 200 foreground-centred");
 }
 
 #[test]
 fn small_volumes_are_padded_and_crops_stay_inside() {
     let s = coded([6, 12, 3]);
-    let cfg = AugmentConfig { crop_size: [8, 8, 8], num_samples: 4, ..Default::default() };
+    let cfg = AugmentConfig {
+        crop_size: [8, 8, 8],
+        num_samples: 4,
+        ..Default::default()
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let crops = augment::random_crops(&s, &cfg, &mut rng).unwrap();
     assert_eq!(crops.len(), 4);
@@ -133,7 +171,11 @@ fn batches_are_deterministic_and_loader_keeps_order() {
     let cases: Vec<Sample> = (0..5).map(|i| coded([10 + i, 12, 11])).collect();
     let cfg = LoaderConfig {
         batch_volumes: 2,
-        augment: AugmentConfig { crop_size: [8, 8, 8], num_samples: 3, ..Default::default() },
+        augment: AugmentConfig {
+            crop_size: [8, 8, 8],
+            num_samples: 3,
+            ..Default::default()
+        },
         seed: 42,
         workers: 3,
         prefetch: 1,
@@ -142,7 +184,11 @@ fn batches_are_deterministic_and_loader_keeps_order() {
     let a = make_batch(&cases, &cfg, 1, 2).unwrap();
     let b = make_batch(&cases, &cfg, 1, 2).unwrap();
     assert_eq!(a.image, b.image);
-    assert_eq!(a.shape, [3, 1, 8, 8, 8], "last batch of 5 volumes holds 1 volume × 3 crops");
+    assert_eq!(
+        a.shape,
+        [3, 1, 8, 8, 8],
+        "last batch of 5 volumes holds 1 volume × 3 crops"
+    );
     let c = make_batch(&cases, &cfg, 2, 2).unwrap();
     assert_ne!(a.image, c.image, "another epoch draws other crops");
 
@@ -153,7 +199,10 @@ fn batches_are_deterministic_and_loader_keeps_order() {
         let got = loader.next_batch().unwrap();
         let (epoch, index) = (1 + g / 3, g % 3);
         assert_eq!((got.epoch, got.index), (epoch, index));
-        assert_eq!(got.image, make_batch(&cases, &cfg, epoch, index).unwrap().image);
+        assert_eq!(
+            got.image,
+            make_batch(&cases, &cfg, epoch, index).unwrap().image
+        );
     }
     drop(loader); // must not hang
 }

@@ -21,9 +21,18 @@ fn one_step(
     lr: f64,
     prefix: &str,
 ) -> (f32, usize, f32, f64) {
-    let vars: Vec<(String, Var)> =
-        weights.iter().map(|(k, t)| (k.clone(), Var::from_tensor(t).expect("var"))).collect();
-    let mut opt = AdamW::new(vars.clone(), AdamWConfig { lr, ..Default::default() }).expect("adamw");
+    let vars: Vec<(String, Var)> = weights
+        .iter()
+        .map(|(k, t)| (k.clone(), Var::from_tensor(t).expect("var")))
+        .collect();
+    let mut opt = AdamW::new(
+        vars.clone(),
+        AdamWConfig {
+            lr,
+            ..Default::default()
+        },
+    )
+    .expect("adamw");
     let mut grads = GradStore::default();
     for (name, var) in &vars {
         if let Some(g) = io.get(&format!("grad.{name}")) {
@@ -38,7 +47,12 @@ fn one_step(
             assert!(is_buffer_name(name), "no {prefix}{name} in the fixture");
             continue;
         };
-        let got = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(got.len(), want.len(), "{name}");
         for (a, b) in got.iter().zip(&want) {
@@ -62,7 +76,10 @@ fn adamw_first_step_matches_torch() {
     let io = load("pipeline/train_step_logonet_tiny.io.safetensors");
     for (lr, prefix) in [(1e-4, "after."), (1e-2, "after_lr1e-2.")] {
         let (ulp, n, abs, same) = one_step(&weights, &io, lr, prefix);
-        eprintln!("lr {lr:e}: worst {ulp:.2} ulp(max(|p|, lr)), {abs:e} abs, {:.4} % bit-identical", same * 100.0);
+        eprintln!(
+            "lr {lr:e}: worst {ulp:.2} ulp(max(|p|, lr)), {abs:e} abs, {:.4} % bit-identical",
+            same * 100.0
+        );
         assert_eq!(n, 1230, "parameter tensors compared");
         assert!(ulp <= 2.0, "lr {lr:e}: worst {ulp} ulp ({abs} abs)");
         assert!(same > 0.9, "lr {lr:e}: only {same} bit-identical");
@@ -80,8 +97,18 @@ fn buffers_frozen_and_missing_grads_are_skipped() {
         ("b.weight".to_string(), q.clone()),
         ("bn.running_mean".to_string(), rm.clone()),
     ];
-    let mut opt = AdamW::new(named, AdamWConfig { lr: 0.1, ..Default::default() }).unwrap();
-    assert_eq!(opt.param_names().collect::<Vec<_>>(), ["a.weight", "b.weight"]);
+    let mut opt = AdamW::new(
+        named,
+        AdamWConfig {
+            lr: 0.1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        opt.param_names().collect::<Vec<_>>(),
+        ["a.weight", "b.weight"]
+    );
     opt.freeze(["b.weight"]);
     let loss = (p.as_tensor().sqr().unwrap().sum_all().unwrap()
         + q.as_tensor().sum_all().unwrap()
@@ -90,9 +117,20 @@ fn buffers_frozen_and_missing_grads_are_skipped() {
     opt.backward_step(&loss).unwrap();
     let pv = p.as_tensor().to_vec1::<f32>().unwrap();
     // First step moves every element by about lr against the gradient's sign.
-    assert!((pv[0] - 0.9).abs() < 1e-3 && (pv[1] + 1.9).abs() < 1e-3 && (pv[2] - 2.9).abs() < 1e-3, "{pv:?}");
-    assert_eq!(q.as_tensor().to_vec1::<f32>().unwrap(), [1.0, 1.0], "frozen parameter changed");
-    assert_eq!(rm.as_tensor().to_vec1::<f32>().unwrap(), [0.5, 0.5], "running stat changed");
+    assert!(
+        (pv[0] - 0.9).abs() < 1e-3 && (pv[1] + 1.9).abs() < 1e-3 && (pv[2] - 2.9).abs() < 1e-3,
+        "{pv:?}"
+    );
+    assert_eq!(
+        q.as_tensor().to_vec1::<f32>().unwrap(),
+        [1.0, 1.0],
+        "frozen parameter changed"
+    );
+    assert_eq!(
+        rm.as_tensor().to_vec1::<f32>().unwrap(),
+        [0.5, 0.5],
+        "running stat changed"
+    );
     assert_eq!(opt.step_count("a.weight"), 1);
     assert_eq!(opt.step_count("b.weight"), 0);
 }
@@ -104,10 +142,21 @@ fn adamw_state_round_trip_resumes_exactly() {
     let dev = Device::Cpu;
     let init = Tensor::new(&[0.3f32, -1.2, 2.5, 0.01], &dev).unwrap();
     let target = Tensor::new(&[1f32, 0.0, -1.0, 0.5], &dev).unwrap();
-    let cfg = AdamWConfig { lr: 0.05, weight_decay: 0.01, ..Default::default() };
+    let cfg = AdamWConfig {
+        lr: 0.05,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
     let run = |opt: &mut AdamW, v: &Var, steps: usize| {
         for _ in 0..steps {
-            let loss = v.as_tensor().sub(&target).unwrap().sqr().unwrap().sum_all().unwrap();
+            let loss = v
+                .as_tensor()
+                .sub(&target)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
             opt.backward_step(&loss).unwrap();
         }
     };
@@ -121,7 +170,10 @@ fn adamw_state_round_trip_resumes_exactly() {
     assert_eq!(opt_b.load_state(&saved).unwrap(), 1);
     run(&mut opt_a, &a, 4);
     run(&mut opt_b, &b, 4);
-    assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), b.as_tensor().to_vec1::<f32>().unwrap());
+    assert_eq!(
+        a.as_tensor().to_vec1::<f32>().unwrap(),
+        b.as_tensor().to_vec1::<f32>().unwrap()
+    );
     assert_eq!(opt_b.step_count("w"), 7);
     // A fresh optimizer without the state takes a different path.
     let c = Var::from_tensor(&init).unwrap();
@@ -130,12 +182,33 @@ fn adamw_state_round_trip_resumes_exactly() {
     let c2 = Var::from_tensor(c.as_tensor()).unwrap();
     let mut opt_c2 = AdamW::new([("w".to_string(), c2.clone())], cfg).unwrap();
     run(&mut opt_c2, &c2, 4);
-    assert_ne!(a.as_tensor().to_vec1::<f32>().unwrap(), c2.as_tensor().to_vec1::<f32>().unwrap());
+    assert_ne!(
+        a.as_tensor().to_vec1::<f32>().unwrap(),
+        c2.as_tensor().to_vec1::<f32>().unwrap()
+    );
 }
 
 #[test]
 fn adamw_rejects_bad_hyper_parameters() {
     let none: Vec<(String, Var)> = Vec::new();
-    assert!(AdamW::new(none.clone(), AdamWConfig { lr: -1.0, ..Default::default() }).is_err());
-    assert!(AdamW::new(none, AdamWConfig { beta1: 1.0, ..Default::default() }).is_err());
+    assert!(
+        AdamW::new(
+            none.clone(),
+            AdamWConfig {
+                lr: -1.0,
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        AdamW::new(
+            none,
+            AdamWConfig {
+                beta1: 1.0,
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
 }

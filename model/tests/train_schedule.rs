@@ -20,9 +20,15 @@ fn warmup_cosine_follows_the_reference_formula() {
     assert!((lrs[2525] - base / 2.0).abs() < 1e-12, "{}", lrs[2525]);
     assert!(lrs[5000].abs() < 1e-15, "{}", lrs[5000]);
     // The chained rates agree with the closed form everywhere in [0, max_epochs].
-    let LrSchedule::WarmupCosine(w) = &s else { panic!("kind") };
+    let LrSchedule::WarmupCosine(w) = &s else {
+        panic!("kind")
+    };
     for (e, lr) in lrs.iter().enumerate().take(5001) {
-        assert!((lr - w.closed_form_lr(e)).abs() <= 1e-12 * base + 1e-19, "epoch {e}: {lr} vs {}", w.closed_form_lr(e));
+        assert!(
+            (lr - w.closed_form_lr(e)).abs() <= 1e-12 * base + 1e-19,
+            "epoch {e}: {lr} vs {}",
+            w.closed_form_lr(e)
+        );
     }
     // Monotone: up during warm-up, down afterwards.
     assert!(lrs[..50].windows(2).all(|p| p[1] >= p[0]));

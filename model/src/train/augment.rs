@@ -31,15 +31,29 @@ pub struct Sample {
 
 impl Sample {
     /// A sample from its parts; fails when the lengths do not match `channels` and `dims`.
-    pub fn new(image: Vec<f32>, label: Vec<u16>, channels: usize, dims: [usize; 3]) -> Result<Self> {
+    pub fn new(
+        image: Vec<f32>,
+        label: Vec<u16>,
+        channels: usize,
+        dims: [usize; 3],
+    ) -> Result<Self> {
         let n = dims[0] * dims[1] * dims[2];
         if channels == 0 || image.len() != channels * n || label.len() != n {
             return Err(Error::invalid(
                 "Sample::new",
-                format!("image {} / label {} voxels for {channels} channels of {dims:?}", image.len(), label.len()),
+                format!(
+                    "image {} / label {} voxels for {channels} channels of {dims:?}",
+                    image.len(),
+                    label.len()
+                ),
             ));
         }
-        Ok(Self { image, label, channels, dims })
+        Ok(Self {
+            image,
+            label,
+            channels,
+            dims,
+        })
     }
 
     fn voxels(&self) -> usize {
@@ -67,13 +81,22 @@ impl Sample {
                 label.extend_from_slice(&self.label[o..o + size[2]]);
             }
         }
-        Sample { image, label, channels: self.channels, dims: size }
+        Sample {
+            image,
+            label,
+            channels: self.channels,
+            dims: size,
+        }
     }
 
     /// Pads symmetrically with zeros (image and label) to at least `size` per axis (`diff // 2` before, the rest
     /// after, as MONAI `SpatialPad`).
     pub fn pad_to(&self, size: [usize; 3]) -> Sample {
-        let out_dims = [self.dims[0].max(size[0]), self.dims[1].max(size[1]), self.dims[2].max(size[2])];
+        let out_dims = [
+            self.dims[0].max(size[0]),
+            self.dims[1].max(size[1]),
+            self.dims[2].max(size[2]),
+        ];
         if out_dims == self.dims {
             return self.clone();
         }
@@ -87,12 +110,18 @@ impl Sample {
                 let src = (i * ny + j) * nz;
                 let dst = ((i + before[0]) * out_dims[1] + j + before[1]) * out_dims[2] + before[2];
                 for c in 0..self.channels {
-                    image[c * m + dst..c * m + dst + nz].copy_from_slice(&self.image[c * n + src..c * n + src + nz]);
+                    image[c * m + dst..c * m + dst + nz]
+                        .copy_from_slice(&self.image[c * n + src..c * n + src + nz]);
                 }
                 label[dst..dst + nz].copy_from_slice(&self.label[src..src + nz]);
             }
         }
-        Sample { image, label, channels: self.channels, dims: out_dims }
+        Sample {
+            image,
+            label,
+            channels: self.channels,
+            dims: out_dims,
+        }
     }
 
     /// Reverses spatial axis `axis` (0, 1 or 2) of image and label (`np.flip`).
@@ -128,7 +157,11 @@ impl Sample {
             return;
         }
         let [nx, ny, nz] = self.dims;
-        let out_dims = if k % 2 == 1 { [ny, nx, nz] } else { [nx, ny, nz] };
+        let out_dims = if k % 2 == 1 {
+            [ny, nx, nz]
+        } else {
+            [nx, ny, nz]
+        };
         let n = self.voxels();
         let mut image = vec![0f32; self.image.len()];
         let mut label = vec![0u16; n];
@@ -144,7 +177,8 @@ impl Sample {
                 let s = (i * ny + j) * nz;
                 label[d..d + nz].copy_from_slice(&self.label[s..s + nz]);
                 for c in 0..self.channels {
-                    image[c * n + d..c * n + d + nz].copy_from_slice(&self.image[c * n + s..c * n + s + nz]);
+                    image[c * n + d..c * n + d + nz]
+                        .copy_from_slice(&self.image[c * n + s..c * n + s + nz]);
                 }
             }
         }
@@ -234,12 +268,22 @@ pub fn correct_crop_center(center: [usize; 3], size: [usize; 3], shape: [usize; 
 ///
 /// Deviation: MONAI raises when the image is smaller than the crop; here the sample is first zero-padded
 /// symmetrically (as `SpatialPad`), so small volumes (e.g. few slices) still train.
-pub fn rand_crop_by_pos_neg_label<R: Rng>(sample: &Sample, cfg: &AugmentConfig, rng: &mut R) -> Result<Vec<Sample>> {
+pub fn rand_crop_by_pos_neg_label<R: Rng>(
+    sample: &Sample,
+    cfg: &AugmentConfig,
+    rng: &mut R,
+) -> Result<Vec<Sample>> {
     if cfg.crop_size.contains(&0) || cfg.num_samples == 0 {
-        return Err(Error::invalid("rand_crop_by_pos_neg_label", "crop size and num_samples must be positive"));
+        return Err(Error::invalid(
+            "rand_crop_by_pos_neg_label",
+            "crop size and num_samples must be positive",
+        ));
     }
     if !(cfg.pos >= 0.0 && cfg.neg >= 0.0 && cfg.pos + cfg.neg > 0.0) {
-        return Err(Error::invalid("rand_crop_by_pos_neg_label", "pos and neg must be >= 0, not both 0"));
+        return Err(Error::invalid(
+            "rand_crop_by_pos_neg_label",
+            "pos and neg must be >= 0, not both 0",
+        ));
     }
     let padded = sample.pad_to(cfg.crop_size);
     let s = &padded;
@@ -251,12 +295,19 @@ pub fn rand_crop_by_pos_neg_label<R: Rng>(sample: &Sample, cfg: &AugmentConfig, 
         if !bright {
             continue;
         }
-        if s.label[v] > 0 { fg.push(v as u32) } else { bg.push(v as u32) }
+        if s.label[v] > 0 {
+            fg.push(v as u32)
+        } else {
+            bg.push(v as u32)
+        }
     }
     if fg.is_empty() && bg.is_empty() {
         return Err(Error::invalid(
             "rand_crop_by_pos_neg_label",
-            format!("no voxel above the image threshold {} to centre a crop on", cfg.image_threshold),
+            format!(
+                "no voxel above the image threshold {} to centre a crop on",
+                cfg.image_threshold
+            ),
         ));
     }
     let pos_ratio = if fg.is_empty() {
@@ -269,7 +320,11 @@ pub fn rand_crop_by_pos_neg_label<R: Rng>(sample: &Sample, cfg: &AugmentConfig, 
     let [_, ny, nz] = s.dims;
     let mut out = Vec::with_capacity(cfg.num_samples);
     for _ in 0..cfg.num_samples {
-        let set = if rng.r#gen::<f64>() < pos_ratio { &fg } else { &bg };
+        let set = if rng.r#gen::<f64>() < pos_ratio {
+            &fg
+        } else {
+            &bg
+        };
         let idx = set[rng.gen_range(0..set.len())] as usize;
         let center = [idx / (ny * nz), (idx / nz) % ny, idx % nz];
         let c = correct_crop_center(center, cfg.crop_size, s.dims);
@@ -302,7 +357,11 @@ pub fn augment_crop<R: Rng>(sample: &mut Sample, cfg: &AugmentConfig, rng: &mut 
 }
 
 /// The whole random chain for one preprocessed volume: `num_samples` augmented crops.
-pub fn random_crops<R: Rng>(sample: &Sample, cfg: &AugmentConfig, rng: &mut R) -> Result<Vec<Sample>> {
+pub fn random_crops<R: Rng>(
+    sample: &Sample,
+    cfg: &AugmentConfig,
+    rng: &mut R,
+) -> Result<Vec<Sample>> {
     let mut crops = rand_crop_by_pos_neg_label(sample, cfg, rng)?;
     for c in &mut crops {
         augment_crop(c, cfg, rng);

@@ -53,18 +53,28 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let json = serde_json::to_string(&self.meta)
-            .map_err(|e| Error::Checkpoint { msg: format!("cannot encode metadata: {e}") })?;
-        let mut named: Vec<(String, Tensor)> = Vec::with_capacity(self.model.len() + self.optimizer.len());
+        let json = serde_json::to_string(&self.meta).map_err(|e| Error::Checkpoint {
+            msg: format!("cannot encode metadata: {e}"),
+        })?;
+        let mut named: Vec<(String, Tensor)> =
+            Vec::with_capacity(self.model.len() + self.optimizer.len());
         for (k, t) in &self.model {
-            named.push((format!("{MODEL_PREFIX}{k}"), t.to_device(&Device::Cpu)?.contiguous()?));
+            named.push((
+                format!("{MODEL_PREFIX}{k}"),
+                t.to_device(&Device::Cpu)?.contiguous()?,
+            ));
         }
         for (k, t) in &self.optimizer {
             named.push((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?));
         }
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        safetensors::serialize(named.iter().map(|(k, t)| (k.as_str(), t)), Some(HashMap::from([(META_KEY.to_string(), json)])))
-            .map_err(|e| Error::Checkpoint { msg: format!("cannot serialise tensors: {e}") })
+        safetensors::serialize(
+            named.iter().map(|(k, t)| (k.as_str(), t)),
+            Some(HashMap::from([(META_KEY.to_string(), json)])),
+        )
+        .map_err(|e| Error::Checkpoint {
+            msg: format!("cannot serialise tensors: {e}"),
+        })
     }
 
     /// Writes the checkpoint atomically.
@@ -74,19 +84,28 @@ impl Checkpoint {
 
     /// Reads a checkpoint.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read training checkpoint", e, path))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::io("cannot read training checkpoint", e, path))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| Error::format(format!("not a safetensors file ({e})"), path))?;
         let json = header
             .metadata()
             .as_ref()
             .and_then(|m| m.get(META_KEY))
-            .ok_or_else(|| Error::format(format!("no '{META_KEY}' metadata: not a training checkpoint"), path))?;
+            .ok_or_else(|| {
+                Error::format(
+                    format!("no '{META_KEY}' metadata: not a training checkpoint"),
+                    path,
+                )
+            })?;
         let meta: CheckpointMeta = serde_json::from_str(json)
             .map_err(|e| Error::format(format!("bad checkpoint metadata ({e})"), path))?;
         if meta.format_version > FORMAT_VERSION {
             return Err(Error::format(
-                format!("checkpoint format {} is newer than this program ({FORMAT_VERSION})", meta.format_version),
+                format!(
+                    "checkpoint format {} is newer than this program ({FORMAT_VERSION})",
+                    meta.format_version
+                ),
                 path,
             ));
         }
@@ -104,13 +123,19 @@ impl Checkpoint {
                 }
             }
         }
-        Ok(Self { meta, model, optimizer })
+        Ok(Self {
+            meta,
+            model,
+            optimizer,
+        })
     }
 }
 
 /// The network variables of a `VarMap` as CPU tensors by name (a state dict).
 pub fn state_dict(varmap: &candle_nn::VarMap) -> Result<HashMap<String, Tensor>> {
-    let data = varmap.data().lock().map_err(|_| Error::Checkpoint { msg: "variable map lock poisoned".into() })?;
+    let data = varmap.data().lock().map_err(|_| Error::Checkpoint {
+        msg: "variable map lock poisoned".into(),
+    })?;
     let mut out = HashMap::with_capacity(data.len());
     for (k, v) in data.iter() {
         out.insert(k.clone(), v.as_tensor().detach().to_device(&Device::Cpu)?);
@@ -133,8 +158,13 @@ pub struct LoadReport {
 
 /// Copies `source` tensors into the `VarMap`'s variables of the same name and shape (the reference's
 /// fine-tuning: "load every key except those whose shape mismatches"). dtype and device follow the variable.
-pub fn load_weights(varmap: &candle_nn::VarMap, source: &HashMap<String, Tensor>) -> Result<LoadReport> {
-    let data = varmap.data().lock().map_err(|_| Error::Checkpoint { msg: "variable map lock poisoned".into() })?;
+pub fn load_weights(
+    varmap: &candle_nn::VarMap,
+    source: &HashMap<String, Tensor>,
+) -> Result<LoadReport> {
+    let data = varmap.data().lock().map_err(|_| Error::Checkpoint {
+        msg: "variable map lock poisoned".into(),
+    })?;
     let mut report = LoadReport::default();
     for (name, var) in data.iter() {
         match source.get(name) {
@@ -146,8 +176,17 @@ pub fn load_weights(varmap: &candle_nn::VarMap, source: &HashMap<String, Tensor>
             }
         }
     }
-    report.unused = source.keys().filter(|k| !data.contains_key(*k)).cloned().collect();
-    for v in [&mut report.loaded, &mut report.shape_mismatch, &mut report.missing, &mut report.unused] {
+    report.unused = source
+        .keys()
+        .filter(|k| !data.contains_key(*k))
+        .cloned()
+        .collect();
+    for v in [
+        &mut report.loaded,
+        &mut report.shape_mismatch,
+        &mut report.missing,
+        &mut report.unused,
+    ] {
         v.sort();
     }
     Ok(report)

@@ -41,7 +41,14 @@ pub struct LoaderConfig {
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        Self { batch_volumes: 2, augment: AugmentConfig::default(), seed: 0, workers: 2, prefetch: 2, steps_per_epoch: None }
+        Self {
+            batch_volumes: 2,
+            augment: AugmentConfig::default(),
+            seed: 0,
+            workers: 2,
+            prefetch: 2,
+            steps_per_epoch: None,
+        }
     }
 }
 
@@ -72,7 +79,9 @@ impl Batch {
 
 /// Number of batches per epoch for `cases` volumes.
 pub fn batches_per_epoch(cases: usize, cfg: &LoaderConfig) -> usize {
-    cfg.steps_per_epoch.unwrap_or_else(|| cases.div_ceil(cfg.batch_volumes.max(1))).max(1)
+    cfg.steps_per_epoch
+        .unwrap_or_else(|| cases.div_ceil(cfg.batch_volumes.max(1)))
+        .max(1)
 }
 
 /// The cases of batch `index` of `epoch` (indices into the case list).
@@ -88,10 +97,18 @@ pub fn batch_cases(cases: usize, cfg: &LoaderConfig, epoch: usize, index: usize)
 }
 
 /// Builds batch `index` of `epoch` (deterministic).
-pub fn make_batch(cases: &[Sample], cfg: &LoaderConfig, epoch: usize, index: usize) -> Result<Batch> {
+pub fn make_batch(
+    cases: &[Sample],
+    cfg: &LoaderConfig,
+    epoch: usize,
+    index: usize,
+) -> Result<Batch> {
     let picked = batch_cases(cases.len(), cfg, epoch, index);
     if picked.is_empty() {
-        return Err(Error::invalid("make_batch", format!("batch {index} of epoch {epoch} is past the end")));
+        return Err(Error::invalid(
+            "make_batch",
+            format!("batch {index} of epoch {epoch} is past the end"),
+        ));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     rng.set_stream(((epoch as u64) << 32) | index as u64);
@@ -103,7 +120,10 @@ pub fn make_batch(cases: &[Sample], cfg: &LoaderConfig, epoch: usize, index: usi
         for crop in random_crops(&cases[ci], &cfg.augment, &mut rng)? {
             let s = [0, crop.channels, crop.dims[0], crop.dims[1], crop.dims[2]];
             if n > 0 && s[1..] != shape[1..] {
-                return Err(Error::invalid("make_batch", format!("crops of different shapes {s:?} / {shape:?}")));
+                return Err(Error::invalid(
+                    "make_batch",
+                    format!("crops of different shapes {s:?} / {shape:?}"),
+                ));
             }
             shape = s;
             image.extend_from_slice(&crop.image);
@@ -112,7 +132,13 @@ pub fn make_batch(cases: &[Sample], cfg: &LoaderConfig, epoch: usize, index: usi
         }
     }
     shape[0] = n;
-    Ok(Batch { epoch, index, image, label, shape })
+    Ok(Batch {
+        epoch,
+        index,
+        image,
+        label,
+        shape,
+    })
 }
 
 /// Produces batches on background threads, epoch after epoch, starting at `start_epoch`.
@@ -132,7 +158,10 @@ impl Loader {
             return Err(Error::invalid("Loader", "no training cases"));
         }
         if cfg.batch_volumes == 0 || cfg.augment.num_samples == 0 {
-            return Err(Error::invalid("Loader", "batch_volumes and num_samples must be positive"));
+            return Err(Error::invalid(
+                "Loader",
+                "batch_volumes and num_samples must be positive",
+            ));
         }
         let workers = cfg.workers.max(1);
         let per_epoch = batches_per_epoch(cases.len(), &cfg);
@@ -156,11 +185,19 @@ impl Loader {
                         g += workers;
                     }
                 })
-                .map_err(|e| Error::invalid("Loader", format!("cannot start a loader thread: {e}")))?;
+                .map_err(|e| {
+                    Error::invalid("Loader", format!("cannot start a loader thread: {e}"))
+                })?;
             receivers.push(rx);
             handles.push(handle);
         }
-        Ok(Self { receivers, handles, next: 0, per_epoch, start_epoch })
+        Ok(Self {
+            receivers,
+            handles,
+            next: 0,
+            per_epoch,
+            start_epoch,
+        })
     }
 
     /// Batches per epoch.
@@ -171,9 +208,9 @@ impl Loader {
     /// The next batch in order (blocks until it is ready).
     pub fn next_batch(&mut self) -> Result<Batch> {
         let w = self.next % self.receivers.len();
-        let b = self.receivers[w]
-            .recv()
-            .map_err(|_| Error::invalid("Loader", "a loader thread stopped after an earlier error"))??;
+        let b = self.receivers[w].recv().map_err(|_| {
+            Error::invalid("Loader", "a loader thread stopped after an earlier error")
+        })??;
         debug_assert_eq!(b.epoch, self.start_epoch + self.next / self.per_epoch);
         self.next += 1;
         Ok(b)
@@ -188,4 +225,62 @@ impl Drop for Loader {
             let _ = h.join();
         }
     }
+}
+
+/// Preprocesses one labelled case for training or validation, as the reference's deterministic transforms:
+/// `Orientationd("RAS")` → `Spacingd(recipe spacing; bilinear image, nearest label)` → intensity transform →
+/// `CropForegroundd(source_key="image")` (bounding box of voxels > 0, margin 0), the last only for
+/// `ScaleRange` (CT) recipes, where "> 0" means "above the window's lower end".
+pub fn prepare_case(
+    image: &crate::volume::ImageVolume,
+    label: &crate::volume::LabelVolume,
+    recipe: &crate::infer::Preprocess,
+) -> Result<Sample> {
+    use crate::infer::predict::{
+        apply_intensity, model_grid, resample_labels_nearest, resample_linear,
+    };
+    if image.dims != label.dims {
+        return Err(Error::invalid(
+            "prepare_case",
+            format!(
+                "image {:?} and label {:?} grids differ",
+                image.dims, label.dims
+            ),
+        ));
+    }
+    let grid = model_grid(image.dims, &image.ras_from_ijk, recipe)?;
+    let mut img = resample_linear(image, &grid)?;
+    apply_intensity(&mut img.data, &recipe.intensity);
+    let lab = resample_labels_nearest(label, grid.dims, &grid.ras_from_ijk)?;
+    let sample = Sample::new(img.data, lab.data, 1, grid.dims)?;
+    Ok(match recipe.intensity {
+        crate::infer::Intensity::ScaleRange { .. } => crop_foreground(&sample),
+        _ => sample,
+    })
+}
+
+/// MONAI `CropForegroundd(select_fn=x > 0, margin=0)`: the bounding box of voxels with any channel > 0
+/// (the whole sample when there is none).
+pub fn crop_foreground(s: &Sample) -> Sample {
+    let [nx, ny, nz] = s.dims;
+    let n = nx * ny * nz;
+    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+    for i in 0..nx {
+        for j in 0..ny {
+            for k in 0..nz {
+                let v = (i * ny + j) * nz + k;
+                if (0..s.channels).any(|c| s.image[c * n + v] > 0.0) {
+                    for (a, x) in [i, j, k].into_iter().enumerate() {
+                        lo[a] = lo[a].min(x);
+                        hi[a] = hi[a].max(x + 1);
+                    }
+                }
+            }
+        }
+    }
+    if lo[0] == usize::MAX {
+        return s.clone();
+    }
+    let size: [usize; 3] = std::array::from_fn(|a| hi[a] - lo[a]);
+    s.crop_box(lo, size)
 }

@@ -84,12 +84,22 @@ impl DiceCeLoss {
 fn class_indices(op: &'static str, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let ld = logits.dims();
     if ld.len() < 3 {
-        return Err(Error::invalid(op, format!("logits must be [B, C, spatial...], got {ld:?}")));
+        return Err(Error::invalid(
+            op,
+            format!("logits must be [B, C, spatial...], got {ld:?}"),
+        ));
     }
     let gd = labels.dims();
-    let expected: Vec<usize> = ld.iter().enumerate().map(|(i, &d)| if i == 1 { 1 } else { d }).collect();
+    let expected: Vec<usize> = ld
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if i == 1 { 1 } else { d })
+        .collect();
     if gd != expected.as_slice() {
-        return Err(Error::invalid(op, format!("labels must be {expected:?} for logits {ld:?}, got {gd:?}")));
+        return Err(Error::invalid(
+            op,
+            format!("labels must be {expected:?} for logits {ld:?}, got {gd:?}"),
+        ));
     }
     let c = ld[1];
     // Range check on the host (labels are small next to the network), in f32 so negative floats are caught.
@@ -97,7 +107,10 @@ fn class_indices(op: &'static str, logits: &Tensor, labels: &Tensor) -> Result<T
     let min = as_f32.min_all()?.to_scalar::<f32>()?;
     let max = as_f32.max_all()?.to_scalar::<f32>()?;
     if !(min >= 0.0 && max < c as f32) {
-        return Err(Error::invalid(op, format!("labels must be class indices in 0..{c}, found {min}..={max}")));
+        return Err(Error::invalid(
+            op,
+            format!("labels must be class indices in 0..{c}, found {min}..={max}"),
+        ));
     }
     Ok(as_f32.to_dtype(DType::U32)?)
 }
@@ -107,7 +120,10 @@ fn class_indices(op: &'static str, logits: &Tensor, labels: &Tensor) -> Result<T
 pub fn one_hot(labels: &Tensor, num_classes: usize) -> Result<Tensor> {
     let rank = labels.rank();
     if rank < 2 || labels.dims()[1] != 1 {
-        return Err(Error::invalid("one_hot", format!("labels must be [B, 1, ...], got {:?}", labels.dims())));
+        return Err(Error::invalid(
+            "one_hot",
+            format!("labels must be [B, 1, ...], got {:?}", labels.dims()),
+        ));
     }
     let idx = labels.to_dtype(DType::F32)?.to_dtype(DType::U32)?;
     let mut shape = vec![1usize; rank];
@@ -127,7 +143,10 @@ pub fn dice_loss(logits: &Tensor, labels: &Tensor, cfg: &DiceCeConfig) -> Result
         (p, g)
     } else {
         if c < 2 {
-            return Err(Error::invalid("dice_loss", "include_background=false needs at least 2 classes"));
+            return Err(Error::invalid(
+                "dice_loss",
+                "include_background=false needs at least 2 classes",
+            ));
         }
         (p.narrow(1, 1, c - 1)?, g.narrow(1, 1, c - 1)?)
     };
@@ -146,7 +165,8 @@ pub fn dice_loss(logits: &Tensor, labels: &Tensor, cfg: &DiceCeConfig) -> Result
     let fn_ = (&ground_o - &tp)?;
     let numer = tp.affine(2.0, cfg.smooth_nr)?;
     // MONAI 1.6.1 writes the denominator as 2·(tp + 0.5·fp + 0.5·fn) + smooth_dr.
-    let denom = ((&tp + fp.affine(0.5, 0.0)?)? + fn_.affine(0.5, 0.0)?)?.affine(2.0, cfg.smooth_dr)?;
+    let denom =
+        ((&tp + fp.affine(0.5, 0.0)?)? + fn_.affine(0.5, 0.0)?)?.affine(2.0, cfg.smooth_dr)?;
     let f = numer.div(&denom)?.affine(-1.0, 1.0)?; // 1 − numer/denom
     Ok(match cfg.reduction {
         Reduction::Mean => f.mean_all()?,
@@ -167,7 +187,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 }
 
 /// Cross-entropy with `reduction` mean or sum over the voxels (`None` returns `[B, 1, ...]` per voxel).
-pub fn cross_entropy_reduced(logits: &Tensor, labels: &Tensor, reduction: Reduction) -> Result<Tensor> {
+pub fn cross_entropy_reduced(
+    logits: &Tensor,
+    labels: &Tensor,
+    reduction: Reduction,
+) -> Result<Tensor> {
     let idx = class_indices("cross_entropy", logits, labels)?; // [B, 1, ...]
     let log_p = candle_nn::ops::log_softmax(logits, 1)?; // [B, C, ...]
     let picked = log_p.gather(&idx.contiguous()?, 1)?.neg()?; // [B, 1, ...]
@@ -182,10 +206,16 @@ pub fn cross_entropy_reduced(logits: &Tensor, labels: &Tensor, reduction: Reduct
 /// Both terms use `cfg.reduction` (mean or sum), as MONAI builds its `CrossEntropyLoss` with it.
 pub fn dice_ce_loss(logits: &Tensor, labels: &Tensor, cfg: &DiceCeConfig) -> Result<Tensor> {
     if cfg.reduction == Reduction::None {
-        return Err(Error::invalid("dice_ce_loss", "reduction 'none' is not supported by DiceCE (use dice_loss)"));
+        return Err(Error::invalid(
+            "dice_ce_loss",
+            "reduction 'none' is not supported by DiceCE (use dice_loss)",
+        ));
     }
     if cfg.lambda_dice < 0.0 || cfg.lambda_ce < 0.0 {
-        return Err(Error::invalid("dice_ce_loss", "lambda_dice and lambda_ce must be >= 0"));
+        return Err(Error::invalid(
+            "dice_ce_loss",
+            "lambda_dice and lambda_ce must be >= 0",
+        ));
     }
     let dice = dice_loss(logits, labels, cfg)?;
     let ce = cross_entropy_reduced(logits, labels, cfg.reduction)?;

@@ -41,13 +41,21 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-5 }
+        Self {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-5,
+        }
     }
 }
 
 /// Whether a variable name is a BatchNorm running-statistics buffer, never touched by an optimizer.
 pub fn is_buffer_name(name: &str) -> bool {
-    name.ends_with("running_mean") || name.ends_with("running_var") || name.ends_with("num_batches_tracked")
+    name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
 }
 
 /// Per-parameter state: the number of updates and the two moments (same shape and device as the parameter).
@@ -68,18 +76,32 @@ pub struct AdamW {
 
 impl AdamW {
     /// An optimizer over `named` variables. Buffers ([`is_buffer_name`]) and non-float variables are skipped.
-    pub fn new(named: impl IntoIterator<Item = (String, Var)>, config: AdamWConfig) -> Result<Self> {
+    pub fn new(
+        named: impl IntoIterator<Item = (String, Var)>,
+        config: AdamWConfig,
+    ) -> Result<Self> {
         if !(config.lr >= 0.0 && config.eps >= 0.0 && config.weight_decay >= 0.0) {
-            return Err(Error::invalid("AdamW", format!("lr, eps and weight_decay must be >= 0: {config:?}")));
+            return Err(Error::invalid(
+                "AdamW",
+                format!("lr, eps and weight_decay must be >= 0: {config:?}"),
+            ));
         }
         if !(0.0..1.0).contains(&config.beta1) || !(0.0..1.0).contains(&config.beta2) {
-            return Err(Error::invalid("AdamW", format!("betas must be in [0, 1): {config:?}")));
+            return Err(Error::invalid(
+                "AdamW",
+                format!("betas must be in [0, 1): {config:?}"),
+            ));
         }
         let params = named
             .into_iter()
             .filter(|(n, v)| !is_buffer_name(n) && v.dtype().is_float())
             .collect::<BTreeMap<_, _>>();
-        Ok(Self { config, params, frozen: BTreeSet::new(), state: HashMap::new() })
+        Ok(Self {
+            config,
+            params,
+            frozen: BTreeSet::new(),
+            state: HashMap::new(),
+        })
     }
 
     /// An optimizer over every trainable variable of a `VarMap`.
@@ -113,7 +135,11 @@ impl AdamW {
 
     /// Number of optimised scalar values (frozen excluded).
     pub fn trainable_elements(&self) -> usize {
-        self.params.iter().filter(|(n, _)| !self.frozen.contains(*n)).map(|(_, v)| v.elem_count()).sum()
+        self.params
+            .iter()
+            .filter(|(n, _)| !self.frozen.contains(*n))
+            .map(|(_, v)| v.elem_count())
+            .sum()
     }
 
     /// Freezes these parameters: they are never updated and get no state (torch `requires_grad=False`).
@@ -148,15 +174,24 @@ impl AdamW {
             if self.frozen.contains(name) {
                 continue;
             }
-            let Some(grad) = grads.get(var.as_tensor()) else { continue };
+            let Some(grad) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let p = var.as_tensor().detach();
             let g = grad.detach().to_dtype(p.dtype())?;
             if g.shape() != p.shape() {
-                return Err(Error::invalid("AdamW::step", format!("gradient {:?} for {:?}: {name}", g.dims(), p.dims())));
+                return Err(Error::invalid(
+                    "AdamW::step",
+                    format!("gradient {:?} for {:?}: {name}", g.dims(), p.dims()),
+                ));
             }
             let st = match self.state.remove(name) {
                 Some(s) => s,
-                None => ParamState { step: 0, exp_avg: p.zeros_like()?, exp_avg_sq: p.zeros_like()? },
+                None => ParamState {
+                    step: 0,
+                    exp_avg: p.zeros_like()?,
+                    exp_avg_sq: p.zeros_like()?,
+                },
             };
             let step = st.step + 1;
             // p = p * (1 - lr*wd)
@@ -165,20 +200,35 @@ impl AdamW {
             // `end - (end - self)·(1 - w)`.
             let w = 1.0 - c.beta1;
             let diff = (&g - &st.exp_avg)?;
-            let exp_avg =
-                if w < 0.5 { (&st.exp_avg + diff.affine(w, 0.0)?)? } else { (&g - diff.affine(1.0 - w, 0.0)?)? };
+            let exp_avg = if w < 0.5 {
+                (&st.exp_avg + diff.affine(w, 0.0)?)?
+            } else {
+                (&g - diff.affine(1.0 - w, 0.0)?)?
+            };
             // v = v·β2 + ((1-β2)·g)·g
-            let exp_avg_sq = (st.exp_avg_sq.affine(c.beta2, 0.0)? + (g.affine(1.0 - c.beta2, 0.0)? * &g)?)?;
+            let exp_avg_sq =
+                (st.exp_avg_sq.affine(c.beta2, 0.0)? + (g.affine(1.0 - c.beta2, 0.0)? * &g)?)?;
             let bias_correction1 = 1.0 - c.beta1.powi(step as i32);
             let bias_correction2 = 1.0 - c.beta2.powi(step as i32);
             let step_size = c.lr / bias_correction1;
-            let bc2_sqrt = Tensor::new(bias_correction2.sqrt() as f32, p.device())?.to_dtype(p.dtype())?;
+            let bc2_sqrt =
+                Tensor::new(bias_correction2.sqrt() as f32, p.device())?.to_dtype(p.dtype())?;
             let eps = Tensor::new(c.eps as f32, p.device())?.to_dtype(p.dtype())?;
-            let denom = exp_avg_sq.sqrt()?.broadcast_div(&bc2_sqrt)?.broadcast_add(&eps)?;
+            let denom = exp_avg_sq
+                .sqrt()?
+                .broadcast_div(&bc2_sqrt)?
+                .broadcast_add(&eps)?;
             let update = exp_avg.affine(-step_size, 0.0)?.div(&denom)?;
             let p = (p + update)?;
             var.set(&p)?;
-            self.state.insert(name.clone(), ParamState { step, exp_avg, exp_avg_sq });
+            self.state.insert(
+                name.clone(),
+                ParamState {
+                    step,
+                    exp_avg,
+                    exp_avg_sq,
+                },
+            );
         }
         Ok(())
     }
@@ -190,7 +240,10 @@ impl AdamW {
         for (name, st) in &self.state {
             out.insert(format!("adamw.exp_avg.{name}"), st.exp_avg.clone());
             out.insert(format!("adamw.exp_avg_sq.{name}"), st.exp_avg_sq.clone());
-            out.insert(format!("adamw.step.{name}"), Tensor::new(st.step as i64, st.exp_avg.device())?);
+            out.insert(
+                format!("adamw.step.{name}"),
+                Tensor::new(st.step as i64, st.exp_avg.device())?,
+            );
         }
         Ok(out)
     }
@@ -211,13 +264,21 @@ impl AdamW {
                 continue;
             }
             let step = s.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
-            let step = step.first().copied().filter(|&s| s >= 0).ok_or_else(|| Error::Checkpoint {
-                msg: format!("optimizer step for {name} must be a non-negative scalar"),
-            })? as u64;
+            let step =
+                step.first()
+                    .copied()
+                    .filter(|&s| s >= 0)
+                    .ok_or_else(|| Error::Checkpoint {
+                        msg: format!("optimizer step for {name} must be a non-negative scalar"),
+                    })? as u64;
             let (dev, dt) = (var.device(), var.dtype());
             self.state.insert(
                 name.clone(),
-                ParamState { step, exp_avg: m.to_device(dev)?.to_dtype(dt)?, exp_avg_sq: v.to_device(dev)?.to_dtype(dt)? },
+                ParamState {
+                    step,
+                    exp_avg: m.to_device(dev)?.to_dtype(dt)?,
+                    exp_avg_sq: v.to_device(dev)?.to_dtype(dt)?,
+                },
             );
             loaded += 1;
         }

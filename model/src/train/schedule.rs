@@ -77,7 +77,9 @@ impl LrSchedule {
         if warmup_epochs == 0 || warmup_epochs >= max_epochs {
             return Err(Error::invalid(
                 "LrSchedule::warmup_cosine",
-                format!("need 1 <= warmup_epochs < max_epochs, got {warmup_epochs} and {max_epochs}"),
+                format!(
+                    "need 1 <= warmup_epochs < max_epochs, got {warmup_epochs} and {max_epochs}"
+                ),
             ));
         }
         Ok(Self::WarmupCosine(WarmupCosine {
@@ -126,7 +128,11 @@ impl LrSchedule {
 impl WarmupCosine {
     /// `get_lr()` of the bolts scheduler for `self.epoch`, from the previous rate `self.lr`.
     fn chained_lr(&self) -> f64 {
-        let (e, w, m) = (self.epoch as i64, self.warmup_epochs as i64, self.max_epochs as i64);
+        let (e, w, m) = (
+            self.epoch as i64,
+            self.warmup_epochs as i64,
+            self.max_epochs as i64,
+        );
         let prev = self.lr;
         if e == 0 {
             self.warmup_start_lr
@@ -146,11 +152,16 @@ impl WarmupCosine {
 
     /// The bolts closed form (`_get_closed_form_lr`) at `epoch`; equal to the chained rate up to rounding.
     pub fn closed_form_lr(&self, epoch: usize) -> f64 {
-        let (e, w, m) = (epoch as f64, self.warmup_epochs as f64, self.max_epochs as f64);
+        let (e, w, m) = (
+            epoch as f64,
+            self.warmup_epochs as f64,
+            self.max_epochs as f64,
+        );
         if epoch < self.warmup_epochs {
             self.warmup_start_lr + e * (self.base_lr - self.warmup_start_lr) / (w - 1.0).max(1.0)
         } else {
-            self.eta_min + 0.5 * (self.base_lr - self.eta_min) * (1.0 + (PI * (e - w) / (m - w)).cos())
+            self.eta_min
+                + 0.5 * (self.base_lr - self.eta_min) * (1.0 + (PI * (e - w) / (m - w)).cos())
         }
     }
 }

@@ -6,6 +6,8 @@ mod bench_infer;
 mod bench_load;
 #[path = "bench_ops.rs"]
 mod bench_ops;
+#[path = "bench_train.rs"]
+mod bench_train;
 
 /// What to benchmark.
 #[derive(clap::Subcommand, Debug)]
@@ -18,6 +20,8 @@ pub enum BenchCommand {
     Load(bench_load::LoadArgs),
     /// Whole-volume sliding-window inference: windows/s and peak RSS.
     Infer(bench_infer::InferArgs),
+    /// One training step (forward, DiceCE, backward, AdamW): time and peak RSS.
+    Train(bench_train::TrainArgs),
 }
 
 /// Arguments of `logonet bench ops`.
@@ -41,5 +45,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Model(a) => crate::bench_model::run(a),
         BenchCommand::Load(a) => bench_load::run(a),
         BenchCommand::Infer(a) => bench_infer::run(a),
+        BenchCommand::Train(a) => bench_train::run(a),
     }
 }
