@@ -30,13 +30,12 @@ pub enum Error {
     },
 
     /// A file could not be read or written.
-    #[error("{msg}: {source}: {path}")]
+    #[error("{msg}: {cause}: {path}")]
     Io {
         /// What was being done.
         msg: String,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying I/O error (in the message, so it is not repeated as a source in error chains).
+        cause: std::io::Error,
         /// The file (last, as the house style wants).
         path: PathBuf,
     },
@@ -86,7 +85,7 @@ impl Error {
     pub fn io(msg: impl Into<String>, source: std::io::Error, path: impl Into<PathBuf>) -> Self {
         Self::Io {
             msg: msg.into(),
-            source,
+            cause: source,
             path: path.into(),
         }
     }
