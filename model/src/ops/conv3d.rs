@@ -437,9 +437,146 @@ fn input_grad_col2im<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
 pub(crate) fn weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     if g.cg == 1 {
         weight_grad_direct(x, dy, g)
+    } else if shifted_ok(g) && !gemm_forced() {
+        weight_grad_shifted(x, dy, g)
     } else {
         weight_grad_gemm(x, dy, g)
     }
+}
+
+/// Stride 1 and output extents that fit the zero-padded input (`out + d·(k−1) <= in + 2p` per axis).
+fn shifted_ok(g: &Geom) -> bool {
+    (0..3).all(|a| g.s[a] == 1 && g.out[a] + g.d[a] * (g.k[a] - 1) <= g.i[a] + 2 * g.p[a])
+}
+
+/// Weight gradient without im2col (stride 1): with the input zero-padded to `[C, Dp, Hp, Wp]` and `dy` laid out
+/// on the same padded row/plane pitch (zeros outside `out`), tap `t` of the kernel reads the input at a
+/// constant flat offset, so `dW[:, :, t]` is one plain GEMM over all output positions of a z-slab:
+/// `dWᵀ_t [cg, og] = Xp[cg, q + off_t] · dYpᵀ[q, og]`, contiguous along the reduction axis on both sides.
+/// Taps (and groups) run in parallel with per-thread accumulators, reduced at the end of each slab.
+fn weight_grad_shifted<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    let [id, ih, iw] = g.i;
+    let [od, oh, ow] = g.out;
+    let [kd, kh, kw] = g.k;
+    let (isp, osp, kt, kk) = (g.isp(), g.osp(), g.kt(), g.kk());
+    let (hp, wp) = (ih + 2 * g.p[1], iw + 2 * g.p[2]);
+    let dp = id + 2 * g.p[0];
+    let plane = hp * wp;
+    let halo = (kd - 1) * g.d[0] + 1;
+    // Output planes per slab: the padded input slab holds about 2^23 elements.
+    let zs = ((1usize << 23) / (g.c * plane).max(1))
+        .saturating_sub(halo)
+        .clamp(1, od.max(1));
+    let offs: Vec<usize> = (0..kt)
+        .map(|t| {
+            let (a, b, c) = (t / (kh * kw), (t / kw) % kh, t % kw);
+            a * g.d[0] * plane + b * g.d[1] * wp + c * g.d[2]
+        })
+        .collect();
+    let acc_len = g.groups * kt * g.og * g.cg;
+    let mut acc = vec![T::default(); acc_len];
+    let one = T::from_f64(1.0);
+    let zero = T::default();
+    for b in 0..g.n {
+        let mut z0 = 0;
+        while z0 < od {
+            let z1 = (z0 + zs).min(od);
+            let nz = z1 - z0;
+            let kq = nz * plane;
+            // Padded input planes z0 .. z0 + nz + halo (padded coordinates), plus zero tail for the last taps.
+            let xplanes = (nz + halo).min(dp - z0) + 1;
+            let xlen = xplanes * plane;
+            let mut xp = vec![zero; g.c * xlen];
+            xp.par_chunks_mut(xlen).enumerate().for_each(|(ci, dst)| {
+                let src = &x[(b * g.c + ci) * isp..][..isp];
+                for pz in 0..xplanes {
+                    let zz = (z0 + pz) as isize - g.p[0] as isize;
+                    if zz < 0 || zz >= id as isize {
+                        continue;
+                    }
+                    let zz = zz as usize;
+                    for y in 0..ih {
+                        let d0 = (pz * hp + y + g.p[1]) * wp + g.p[2];
+                        dst[d0..d0 + iw].copy_from_slice(&src[(zz * ih + y) * iw..][..iw]);
+                    }
+                }
+            });
+            let mut dyp = vec![zero; g.o * kq];
+            dyp.par_chunks_mut(kq).enumerate().for_each(|(oc, dst)| {
+                let src = &dy[(b * g.o + oc) * osp..][..osp];
+                for z in 0..nz {
+                    for y in 0..oh {
+                        let d0 = (z * hp + y) * wp;
+                        dst[d0..d0 + ow].copy_from_slice(&src[((z0 + z) * oh + y) * ow..][..ow]);
+                    }
+                }
+            });
+            let part = (0..g.groups * kt)
+                .into_par_iter()
+                .fold(
+                    || vec![T::default(); acc_len],
+                    |mut a, task| {
+                        let (grp, t) = (task / kt, task % kt);
+                        let off = offs[t];
+                        debug_assert!(off + kq <= xlen);
+                        // SAFETY: dst = a[(grp·kt + t)·og·cg ..][.. og·cg] holds [cg, og] column-major (element
+                        // (ci, o) at o·cg + ci); lhs element (ci, q) = xp[(grp·cg + ci)·xlen + off + q] with
+                        // off + q < off + kq <= xlen (zero tail plane); rhs element (q, o) =
+                        // dyp[(grp·og + o)·kq + q]. All in bounds, buffers private or read-only.
+                        unsafe {
+                            gemm(
+                                g.cg,
+                                g.og,
+                                kq,
+                                a.as_mut_ptr().add((grp * kt + t) * g.og * g.cg),
+                                g.cg as isize,
+                                1,
+                                true,
+                                xp.as_ptr().add(grp * g.cg * xlen + off),
+                                1,
+                                xlen as isize,
+                                dyp.as_ptr().add(grp * g.og * kq),
+                                kq as isize,
+                                1,
+                                one,
+                                one,
+                                false,
+                                false,
+                                false,
+                                Parallelism::None,
+                            )
+                        }
+                        a
+                    },
+                )
+                .reduce(
+                    || vec![T::default(); acc_len],
+                    |mut a, o| {
+                        for (x, y) in a.iter_mut().zip(&o) {
+                            *x += *y;
+                        }
+                        a
+                    },
+                );
+            for (x, y) in acc.iter_mut().zip(&part) {
+                *x += *y;
+            }
+            z0 = z1;
+        }
+    }
+    // acc [groups, kt, og, cg] -> dw [O = groups·og, cg, kt]
+    let mut dw = vec![T::default(); g.o * kk];
+    for grp in 0..g.groups {
+        for t in 0..kt {
+            let blk = &acc[(grp * kt + t) * g.og * g.cg..][..g.og * g.cg];
+            for o in 0..g.og {
+                for ci in 0..g.cg {
+                    dw[((grp * g.og + o) * g.cg + ci) * kt + t] = blk[o * g.cg + ci];
+                }
+            }
+        }
+    }
+    dw
 }
 
 fn weight_grad_gemm<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
