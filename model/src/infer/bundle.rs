@@ -11,6 +11,8 @@
 use super::sliding_window::SlidingWindowConfig;
 use crate::nets::{AnyNet, NetConfig, checkpoint};
 use crate::volume::LabelTable;
+use crate::volume::orient;
+use crate::volume::transforms::{self, PreprocessConfig};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -53,7 +55,7 @@ pub enum Intensity {
 /// How a volume is prepared for the network (MONAI test transforms of the reference pipeline).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
-    /// Target orientation axcodes (only "RAS" is supported).
+    /// Target orientation axcodes ("RAS", "LPS", ...).
     pub orientation: String,
     /// Target voxel spacing in mm (MONAI `Spacingd` pixdim); `None` keeps the input spacing.
     pub spacing_mm: Option<[f64; 3]>,
@@ -75,6 +77,33 @@ impl Preprocess {
                 clip: true,
             },
         }
+    }
+
+    /// The volume module's preprocessing chain for this recipe (no foreground crop: the whole volume is
+    /// segmented).
+    pub fn to_config(&self) -> Result<PreprocessConfig> {
+        Ok(PreprocessConfig {
+            orientation: Some(orient::parse_code(&self.orientation)?),
+            spacing_mm: self.spacing_mm,
+            intensity: match self.intensity {
+                Intensity::ScaleRange {
+                    a_min,
+                    a_max,
+                    b_min,
+                    b_max,
+                    clip,
+                } => transforms::Intensity::ScaleRange {
+                    a_min,
+                    a_max,
+                    b_min,
+                    b_max,
+                    clip,
+                },
+                Intensity::ZScore { nonzero } => transforms::Intensity::ZScore { nonzero },
+                Intensity::None => transforms::Intensity::None,
+            },
+            crop_foreground: false,
+        })
     }
 
     /// An MRI recipe: RAS, the given spacing, z-score on non-zero voxels.
