@@ -6,9 +6,9 @@
 
 use super::bundle::{Bundle, Preprocess};
 use super::sliding_window::{SlidingWindowConfig, sliding_window_argmax};
+use crate::Result;
 use crate::job::{CancelToken, Progress, ProgressEvent};
 use crate::nets::SegmentationNet as _;
-use crate::Result;
 use crate::volume::transforms::{self, PreprocessRecord};
 use crate::volume::{Affine, ImageVolume, LabelVolume, Volume, orient, resample};
 use candle_core::{Device, Tensor};

@@ -209,14 +209,16 @@ fn inspect_dicom(args: &Args) -> anyhow::Result<()> {
         })
         .collect();
     // The geometry when the folder holds exactly one image series.
-    let volume = logonet::volume::io::load_image(&args.input).ok().map(|vol| {
-        json!({
-            "dims": vol.dims,
-            "spacing_mm": vol.spacing_mm(),
-            "ras_from_ijk": vol.ras_from_ijk.0,
-            "orientation": vol.ras_from_ijk.orientation_code().iter().collect::<String>(),
-        })
-    });
+    let volume = logonet::volume::io::load_image(&args.input)
+        .ok()
+        .map(|vol| {
+            json!({
+                "dims": vol.dims,
+                "spacing_mm": vol.spacing_mm(),
+                "ras_from_ijk": vol.ras_from_ijk.0,
+                "orientation": vol.ras_from_ijk.orientation_code().iter().collect::<String>(),
+            })
+        });
     let out = json!({
         "path": args.input,
         "format": "dicom",
