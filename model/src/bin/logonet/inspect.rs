@@ -39,14 +39,14 @@ fn label_names(path: &Path) -> Option<LabelTable> {
         };
         let mut labels = Vec::new();
         for (k, val) in map.as_object()? {
-            if let (Ok(n), Some(s)) = (k.parse::<u16>(), val.as_str()) {
-                if n > 0 {
-                    labels.push(logonet::volume::LabelInfo {
-                        value: n,
-                        name: s.to_string(),
-                        color: logonet::volume::labels::default_color(n),
-                    });
-                }
+            if let (Ok(n), Some(s)) = (k.parse::<u16>(), val.as_str())
+                && n > 0
+            {
+                labels.push(logonet::volume::LabelInfo {
+                    value: n,
+                    name: s.to_string(),
+                    color: logonet::volume::labels::default_color(n),
+                });
             }
         }
         if !labels.is_empty() {
