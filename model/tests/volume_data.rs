@@ -49,7 +49,11 @@ fn every_nifti_loads() {
     for f in &files {
         let img = read_image(f, &ReadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
         let v = &img.volume;
-        assert!(v.len() > 0 && v.ras_from_ijk.is_valid(), "{}", f.display());
+        assert!(
+            !v.is_empty() && v.ras_from_ijk.is_valid(),
+            "{}",
+            f.display()
+        );
         assert!(
             v.spacing_mm().iter().all(|&s| s > 0.05 && s < 20.0),
             "{}: spacing {:?}",

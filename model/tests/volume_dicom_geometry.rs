@@ -65,8 +65,8 @@ fn oblique_and_reversed_normal() {
     let g = stack_geometry(&slices, None).unwrap();
     assert_eq!(g.order, vec![1, 3, 2, 0]);
     assert!((g.slice_step_mm - 1.5).abs() < 1e-12);
-    for a in 0..3 {
-        assert!((g.lps_from_ijk.0[a][2] - 1.5 * normal[a]).abs() < 1e-12);
+    for (row, n) in g.lps_from_ijk.0.iter().zip(normal) {
+        assert!((row[2] - 1.5 * n).abs() < 1e-12);
     }
     assert!(g.warnings.is_empty(), "{:?}", g.warnings);
     // Voxel (i, j, k) maps to IPP_k + i * row + j * col.

@@ -11,6 +11,8 @@
 use super::sliding_window::SlidingWindowConfig;
 use crate::nets::{AnyNet, NetConfig, checkpoint};
 use crate::volume::LabelTable;
+use crate::volume::orient;
+use crate::volume::transforms::PreprocessConfig;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -22,38 +24,14 @@ pub const META_KEY: &str = "logonet.bundle";
 /// The current bundle format version.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Intensity normalisation applied after resampling.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Intensity {
-    /// MONAI `ScaleIntensityRange`: `(x − a_min)/(a_max − a_min)·(b_max − b_min) + b_min`, optionally clipped
-    /// to `[b_min, b_max]` (CT; BTCV uses −175..250 HU → 0..1, clipped).
-    ScaleRange {
-        /// Input low value (HU).
-        a_min: f32,
-        /// Input high value (HU).
-        a_max: f32,
-        /// Output low value.
-        b_min: f32,
-        /// Output high value.
-        b_max: f32,
-        /// Clip to `[b_min, b_max]`.
-        clip: bool,
-    },
-    /// MONAI `NormalizeIntensity(nonzero, channel_wise=True)`: `(x − mean)/std` (population std) over the
-    /// non-zero voxels when `nonzero`, else over all (MRI).
-    ZScore {
-        /// Statistics and normalisation on non-zero voxels only.
-        nonzero: bool,
-    },
-    /// Leave intensities unchanged.
-    None,
-}
+/// Intensity normalisation applied after resampling: the volume module's (MONAI `ScaleIntensityRange`,
+/// `NormalizeIntensity`, or none).
+pub use crate::volume::transforms::Intensity;
 
 /// How a volume is prepared for the network (MONAI test transforms of the reference pipeline).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Preprocess {
-    /// Target orientation axcodes (only "RAS" is supported).
+    /// Target orientation axcodes ("RAS", "LPS", ...).
     pub orientation: String,
     /// Target voxel spacing in mm (MONAI `Spacingd` pixdim); `None` keeps the input spacing.
     pub spacing_mm: Option<[f64; 3]>,
@@ -75,6 +53,17 @@ impl Preprocess {
                 clip: true,
             },
         }
+    }
+
+    /// The volume module's preprocessing chain for this recipe (no foreground crop: the whole volume is
+    /// segmented).
+    pub fn to_config(&self) -> Result<PreprocessConfig> {
+        Ok(PreprocessConfig {
+            orientation: Some(orient::parse_code(&self.orientation)?),
+            spacing_mm: self.spacing_mm,
+            intensity: self.intensity.clone(),
+            crop_foreground: false,
+        })
     }
 
     /// An MRI recipe: RAS, the given spacing, z-score on non-zero voxels.

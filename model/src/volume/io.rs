@@ -70,9 +70,5 @@ fn check_out_path(path: &Path) -> Result<()> {
 }
 
 fn load_dicom(path: &Path) -> Result<ImageVolume> {
-    // Temporary until the `dicom` branch (volume::dicom::load_dicom_image) is merged.
-    Err(Error::format(
-        "DICOM series reading is not available in this build yet",
-        path,
-    ))
+    super::dicom::load_dicom_image(path)
 }

@@ -106,7 +106,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         sw.blend = Blend::Gaussian { sigma_scale: 0.125 };
     }
     let t0 = std::time::Instant::now();
-    let img = preprocess(&volume, &recipe)?;
+    let (img, _record) = preprocess(&volume, &recipe)?;
     let preprocess_s = t0.elapsed().as_secs_f64();
     let windows = WindowPlan::new(img.dims, sw.roi_size, sw.overlap)?
         .windows()

@@ -39,14 +39,14 @@ fn label_names(path: &Path) -> Option<LabelTable> {
         };
         let mut labels = Vec::new();
         for (k, val) in map.as_object()? {
-            if let (Ok(n), Some(s)) = (k.parse::<u16>(), val.as_str()) {
-                if n > 0 {
-                    labels.push(logonet::volume::LabelInfo {
-                        value: n,
-                        name: s.to_string(),
-                        color: logonet::volume::labels::default_color(n),
-                    });
-                }
+            if let (Ok(n), Some(s)) = (k.parse::<u16>(), val.as_str())
+                && n > 0
+            {
+                labels.push(logonet::volume::LabelInfo {
+                    value: n,
+                    name: s.to_string(),
+                    color: logonet::volume::labels::default_color(n),
+                });
             }
         }
         if !labels.is_empty() {
@@ -188,14 +188,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn inspect_dicom(args: &Args) -> anyhow::Result<()> {
-    let vol = logonet::volume::io::load_image(&args.input)?;
+    let series = logonet::volume::dicom::scan_series(&args.input)?;
+    for s in &series {
+        eprintln!("{}", s.summary());
+    }
+    let listed: Vec<_> = series
+        .iter()
+        .map(|s| {
+            json!({
+                "summary": s.summary(),
+                "modality": s.modality,
+                "description": s.description,
+                "series_number": s.series_number,
+                "rows": s.rows,
+                "cols": s.cols,
+                "slices": s.slices,
+                "files": s.files.len(),
+                "transfer_syntaxes": s.transfer_syntaxes,
+            })
+        })
+        .collect();
+    // The geometry when the folder holds exactly one image series.
+    let volume = logonet::volume::io::load_image(&args.input)
+        .ok()
+        .map(|vol| {
+            json!({
+                "dims": vol.dims,
+                "spacing_mm": vol.spacing_mm(),
+                "ras_from_ijk": vol.ras_from_ijk.0,
+                "orientation": vol.ras_from_ijk.orientation_code().iter().collect::<String>(),
+            })
+        });
     let out = json!({
         "path": args.input,
         "format": "dicom",
-        "dims": vol.dims,
-        "spacing_mm": vol.spacing_mm(),
-        "ras_from_ijk": vol.ras_from_ijk.0,
-        "orientation": vol.ras_from_ijk.orientation_code().iter().collect::<String>(),
+        "series": listed,
+        "volume": volume,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
