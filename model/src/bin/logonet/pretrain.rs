@@ -113,7 +113,9 @@ fn write_npy(path: &std::path::Path, a: &ndarray::Array2<f32>) -> anyhow::Result
 /// Runs `logonet pretrain`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let net = net_config(&args.model)?;
-    let edge = args.crop.unwrap_or(if args.model == "tiny" { 32 } else { 96 });
+    let edge = args
+        .crop
+        .unwrap_or(if args.model == "tiny" { 32 } else { 96 });
     let crop = [edge; 3];
     let intensity = match args.intensity.as_str() {
         "ct" => Intensity::Ct,
@@ -133,25 +135,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = PretrainConfig {
         net,
         crop,
-        mask: (!args.no_mask).then_some(MaskConfig { phi_1: args.phi1, phi_2: args.phi2, mask_length: args.mask_length }),
+        mask: (!args.no_mask).then_some(MaskConfig {
+            phi_1: args.phi1,
+            phi_2: args.phi2,
+            mask_length: args.mask_length,
+        }),
         kmeans: kmeans.clone(),
         class_size: None,
         epochs: args.epochs,
-        optim: AdamWConfig { lr: args.lr, ..AdamWConfig::default() },
+        optim: AdamWConfig {
+            lr: args.lr,
+            ..AdamWConfig::default()
+        },
         seed: args.seed,
     };
     let bars = Bars::new();
     let cancel = CancelToken::new();
-    let crops = data::load_crops(&args.data, crop, args.crops_per_volume, intensity, args.seed, &bars, &cancel)
-        .with_context(|| format!("loading crops from {}", args.data.display()))?;
+    let crops = data::load_crops(
+        &args.data,
+        crop,
+        args.crops_per_volume,
+        intensity,
+        args.seed,
+        &bars,
+        &cancel,
+    )
+    .with_context(|| format!("loading crops from {}", args.data.display()))?;
     bars.finish();
-    eprintln!("{} crops of {crop:?} from {}", crops.len(), args.data.display());
+    eprintln!(
+        "{} crops of {crop:?} from {}",
+        crops.len(),
+        args.data.display()
+    );
 
     if args.kmeans_only {
         let slices = trainer::all_slices(&crops)?;
         if let Some(p) = &args.dump_slices {
             write_npy(p, &slices)?;
-            eprintln!("wrote {} slices of {} values to {}", slices.nrows(), slices.ncols(), p.display());
+            eprintln!(
+                "wrote {} slices of {} values to {}",
+                slices.nrows(),
+                slices.ncols(),
+                p.display()
+            );
         }
         let start = std::time::Instant::now();
         let bank = ClustererBank::fit(slices.view(), [edge, edge], &kmeans, &bars, &cancel)?;
@@ -159,7 +185,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         bank.save(&args.out.join("clusterers"))?;
         for (i, (k, inertia)) in bank.meta.ks.iter().zip(&bank.meta.inertias).enumerate() {
-            println!("clusterer {i}: k={k} subset={} inertia={inertia:.2}", bank.meta.subset_sizes[i]);
+            println!(
+                "clusterer {i}: k={k} subset={} inertia={inertia:.2}",
+                bank.meta.subset_sizes[i]
+            );
         }
         println!("fitted {} clusterers in {secs:.2} s", bank.len());
         return Ok(());
@@ -173,7 +202,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let outcome = trainer::pretrain(&crops, &cfg, bank, &args.out, &device, &bars, &cancel)?;
     bars.finish();
     for e in &outcome.epochs {
-        println!("epoch {}: loss {:.5} ({:.1} s)", e.epoch, e.mean_loss, e.duration_secs);
+        println!(
+            "epoch {}: loss {:.5} ({:.1} s)",
+            e.epoch, e.mean_loss, e.duration_secs
+        );
     }
     println!("checkpoint: {}", outcome.checkpoint.display());
     Ok(())
