@@ -62,7 +62,7 @@ pub fn read_nifti(path: &Path) -> Result<([usize; 3], Vec<f32>)> {
         .into_ndarray::<f32>()
         .map_err(|e| Error::format(format!("cannot decode NIfTI voxels: {e}"), path))?;
     let shape = arr.shape().to_vec();
-    if shape.len() < 3 || shape[3..].iter().any(|&s| s == 0) {
+    if shape.len() < 3 || shape[3..].contains(&0) {
         return Err(Error::format(
             format!("expected a 3-D volume, got shape {shape:?}"),
             path,

@@ -179,6 +179,7 @@ impl LogonetTrunk {
 }
 
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Trunk {
     Logonet(LogonetTrunk),
     Ulkanet(UlkanetTrunk),
