@@ -236,9 +236,6 @@ pub fn prepare_case(
     label: &crate::volume::LabelVolume,
     recipe: &crate::infer::Preprocess,
 ) -> Result<Sample> {
-    use crate::infer::predict::{
-        apply_intensity, model_grid, resample_labels_nearest, resample_linear,
-    };
     if image.dims != label.dims {
         return Err(Error::invalid(
             "prepare_case",
@@ -248,15 +245,14 @@ pub fn prepare_case(
             ),
         ));
     }
-    let grid = model_grid(image.dims, &image.ras_from_ijk, recipe)?;
-    let mut img = resample_linear(image, &grid)?;
-    apply_intensity(&mut img.data, &recipe.intensity);
-    let lab = resample_labels_nearest(label, grid.dims, &grid.ras_from_ijk)?;
-    let sample = Sample::new(img.data, lab.data, 1, grid.dims)?;
-    Ok(match recipe.intensity {
-        crate::infer::Intensity::ScaleRange { .. } => crop_foreground(&sample),
-        _ => sample,
-    })
+    // The same MONAI-parity chain as inference (`volume::transforms`), plus the foreground crop for CT.
+    let mut cfg = recipe.to_config()?;
+    cfg.crop_foreground = matches!(recipe.intensity, crate::infer::Intensity::ScaleRange { .. });
+    let pre = crate::volume::transforms::preprocess(image, Some(label), &cfg)?;
+    let lab = pre.labels.ok_or_else(|| {
+        Error::invalid("prepare_case", "preprocessing dropped the label map")
+    })?;
+    Sample::new(pre.image.data, lab.data, 1, pre.image.dims)
 }
 
 /// MONAI `CropForegroundd(select_fn=x > 0, margin=0)`: the bounding box of voxels with any channel > 0
