@@ -7,6 +7,9 @@
 //! broadcast weights (packed `[block][ci][tap][8]`). Rows outside the input (padding along D and H) are
 //! skipped; padding along W and the row tail are handled with load/store masks, so no padded copy is made.
 
+// Numeric kernels index several arrays with one loop counter; iterator chains would hide that.
+#![allow(clippy::needless_range_loop)]
+
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use super::conv3d::Geom;

@@ -94,7 +94,7 @@ impl Conv3dParams {
                 format!("groups, stride and dilation must be positive: {self:?}"),
             ));
         }
-        if wd.iter().any(|&d| d == 0) || xd.iter().any(|&d| d == 0) {
+        if wd.contains(&0) || xd.contains(&0) {
             return Err(Error::invalid(
                 "conv3d",
                 format!("empty input {xd:?} or weight {wd:?}"),
@@ -119,14 +119,13 @@ impl Conv3dParams {
                 ),
             ));
         }
-        if let Some(b) = bias {
-            if b.dims() != [o] {
+        if let Some(b) = bias
+            && b.dims() != [o] {
                 return Err(Error::invalid(
                     "conv3d",
                     format!("bias must be [{o}], got {:?}", b.dims()),
                 ));
             }
-        }
         self.output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]])
     }
 }
@@ -303,14 +302,13 @@ pub fn conv_transpose3d(
         ));
     }
     let cout = wd[1] * p.groups;
-    if let Some(b) = bias {
-        if b.dims() != [cout] {
+    if let Some(b) = bias
+        && b.dims() != [cout] {
             return Err(Error::invalid(
                 OP,
                 format!("bias must be [{cout}], got {:?}", b.dims()),
             ));
         }
-    }
     let out = p.output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]])?;
     let conv = Conv3dParams {
         stride: p.stride,
@@ -648,7 +646,7 @@ fn check_float(op: &'static str, x: &Tensor, others: &[Option<&Tensor>]) -> Resu
 }
 
 fn check_rank5(op: &'static str, x: &Tensor) -> Result<()> {
-    if x.rank() != 5 || x.dims().iter().any(|&d| d == 0) {
+    if x.rank() != 5 || x.dims().contains(&0) {
         return Err(Error::invalid(
             op,
             format!(

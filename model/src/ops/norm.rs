@@ -6,6 +6,9 @@
 //! `dw`, `db` packed into one buffer. Groups: `Batch` = per channel over outer·inner, `Instance` = per (outer,
 //! channel) over inner, `Layer` = per (outer, inner) over channels.
 
+// Numeric kernels index several arrays with one loop counter; iterator chains would hide that.
+#![allow(clippy::needless_range_loop)]
+
 use super::conv3d::dispatch_float;
 use super::elem::{Elem, SharedMut, slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};

@@ -20,7 +20,7 @@ pub(crate) enum Mode {
 #[inline]
 fn taps(j: usize, n: usize) -> (usize, f64, usize, f64) {
     let i = j / 2;
-    if j % 2 == 0 {
+    if j.is_multiple_of(2) {
         (i.saturating_sub(1), 0.25, i, 0.75)
     } else {
         (i, 0.75, (i + 1).min(n - 1), 0.25)

@@ -478,7 +478,7 @@ impl Trainer {
             });
             // As the reference: validate after epochs where (epoch + 1) % val_every == 0, then step the schedule.
             if self.config.val_every > 0
-                && (epoch + 1) % self.config.val_every == 0
+                && (epoch + 1).is_multiple_of(self.config.val_every)
                 && !val.is_empty()
             {
                 let t_val = Instant::now();
@@ -499,7 +499,7 @@ impl Trainer {
             self.schedule.step();
             self.next_epoch = epoch + 1;
             let every = self.config.checkpoint_every;
-            if self.next_epoch == self.config.epochs || (every > 0 && self.next_epoch % every == 0)
+            if self.next_epoch == self.config.epochs || (every > 0 && self.next_epoch.is_multiple_of(every))
             {
                 self.checkpoint()?.save(&ckpt_path)?;
                 emit(TrainEvent::Saved {
