@@ -319,6 +319,9 @@ fn forward_direct<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Ve
                         let xrow = &xp[(iz * ih + iy) * iw..][..iw];
                         let wrow = &wk[(a * kh + bb) * kw..][..kw];
                         for (&(l, h, off), &wv) in ranges.iter().zip(wrow) {
+                            if h <= l {
+                                continue; // this tap never lands inside the input (tiny inputs)
+                            }
                             if g.s[2] == 1 {
                                 let src = &xrow[(l as isize + off) as usize..][..h - l];
                                 for (r, v) in row[l..h].iter_mut().zip(src) {
