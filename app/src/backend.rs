@@ -288,8 +288,13 @@ pub fn segment(
 /// Per-label Dice, HD95 and volumes of `pred` against `gt` (same grid) for the labels of `table`
 /// present in either map (`logonet::metrics::evaluate`, MONAI conventions).
 pub fn metrics(pred: &LabelVolume, gt: &LabelVolume, table: &LabelTable) -> Result<Vec<MetricRow>> {
-    let present: std::collections::BTreeSet<u16> =
-        pred.data.iter().chain(&gt.data).copied().filter(|&v| v != 0).collect();
+    let present: std::collections::BTreeSet<u16> = pred
+        .data
+        .iter()
+        .chain(&gt.data)
+        .copied()
+        .filter(|&v| v != 0)
+        .collect();
     let config = MetricsConfig {
         labels: Some(present.into_iter().collect()),
         ..MetricsConfig::default()

@@ -326,7 +326,11 @@ fn segmentation_runs_to_completion_and_shows_metrics() {
     h.step();
     assert!(h.state().segment_job.is_some());
     wait_idle(&mut h);
-    let doc = h.state().doc.as_ref().map(|d| (d.pred.clone(), d.image.dims));
+    let doc = h
+        .state()
+        .doc
+        .as_ref()
+        .map(|d| (d.pred.clone(), d.image.dims));
     let Some((Some(pred), dims)) = doc else {
         panic!("no prediction: {:?}", messages(&h))
     };
