@@ -1,11 +1,15 @@
 //! The one place where the app calls into the `logonet` library for volumes, DICOM, models and metrics.
 //!
 //! Every function here runs on a background job thread (see [`crate::jobs`]) and returns `logonet::Result`.
-//! Functions whose library module is not in this build yet return a clear error that the app shows in-window.
+//! Errors are shown in-window by the caller.
 
 use std::path::{Path, PathBuf};
 
-use logonet::job::{CancelToken, Progress, ProgressEvent};
+use logonet::infer::bundle::Bundle;
+use logonet::infer::predict::{self, PredictOptions};
+use logonet::job::{CancelToken, NoProgress, Progress, ProgressEvent};
+use logonet::metrics::{MetricsConfig, evaluate};
+use logonet::volume::dicom;
 use logonet::volume::{Affine, ImageVolume, LabelTable, LabelVolume};
 use logonet::{Error, Result};
 use logonet_viewer::metrics_table::MetricRow;
@@ -114,12 +118,12 @@ fn hash_noise(x: u64) -> f32 {
     (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
 }
 
-fn not_in_build(op: &'static str, what: &str) -> Error {
-    Error::invalid(op, format!("{what} is not available in this build yet"))
-}
-
-/// Reads an image (NIfTI `.nii`/`.nii.gz`).
+/// Reads an image (NIfTI `.nii`/`.nii.gz`, or one DICOM file).
 pub fn load_image(path: &Path) -> Result<ImageVolume> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(".dcm") {
+        return dicom::load_dicom_image(path);
+    }
     logonet::volume::io::load_image(path)
 }
 
@@ -136,104 +140,179 @@ pub fn save_labels(path: &Path, labels: &LabelVolume) -> Result<()> {
 /// One DICOM series found in a folder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesInfo {
-    /// SeriesInstanceUID.
+    /// The series' grouping key (unique within a scan; SeriesInstanceUID alone may be shared).
     pub uid: String,
-    /// Human-readable description (modality, description, number of files).
+    /// Human-readable description: modality, dims, description, files, transfer syntax.
     pub description: String,
+    /// What the library found.
+    pub info: dicom::SeriesInfo,
 }
 
-/// Lists the DICOM series under `dir`.
+/// Lists the DICOM series under `dir` (image series first, segmentations last).
 pub fn scan_series(
     dir: &Path,
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<Vec<SeriesInfo>> {
-    let _ = (dir, progress, cancel);
-    Err(not_in_build("open DICOM folder", "DICOM reading"))
+    progress.report(ProgressEvent {
+        stage: "scan".into(),
+        done: 0,
+        total: 1,
+    });
+    let mut found = dicom::scan_series(dir)?;
+    cancel.check()?;
+    found.sort_by_key(|s| s.kind == dicom::SeriesKind::Segmentation);
+    progress.report(ProgressEvent {
+        stage: "scan".into(),
+        done: 1,
+        total: 1,
+    });
+    Ok(found
+        .into_iter()
+        .map(|info| SeriesInfo {
+            uid: info.key.clone(),
+            description: info.summary(),
+            info,
+        })
+        .collect())
 }
 
-/// Loads series `uid` from `dir` as one volume.
+/// Loads series `uid` (its grouping key) from `dir` as one volume; with a DICOM SEG of that series in the same
+/// folder, also returns it as a label map on the image grid.
 pub fn load_series(
     dir: &Path,
     uid: &str,
     progress: &dyn Progress,
     cancel: &CancelToken,
-) -> Result<ImageVolume> {
-    let _ = (dir, uid, progress, cancel);
-    Err(not_in_build("open DICOM series", "DICOM reading"))
+) -> Result<(ImageVolume, Option<LabelVolume>, Vec<String>)> {
+    let all = scan_series(dir, progress, cancel)?;
+    let series = all
+        .iter()
+        .find(|s| s.uid == uid)
+        .ok_or_else(|| Error::format(format!("series '{uid}' not found"), dir))?;
+    let (image, mut warnings) = dicom::load_series_with(&series.info, progress, cancel)?;
+    let mut gt = None;
+    let source_uid = &series.info.series_uid;
+    for s in &all {
+        if s.info.kind != dicom::SeriesKind::Segmentation || gt.is_some() {
+            continue;
+        }
+        let Some(seg_path) = s.info.files.first() else {
+            continue;
+        };
+        match dicom::load_seg(seg_path, &image, &series.info) {
+            Ok(seg) if seg.labels.data.iter().any(|&v| v != 0) => {
+                warnings.extend(seg.warnings);
+                gt = Some(seg.labels);
+            }
+            Ok(_) => {}
+            Err(e) => warnings.push(format!("DICOM SEG not used for series {source_uid}: {e}")),
+        }
+    }
+    Ok((image, gt, warnings))
 }
 
 /// A loaded segmentation model.
 pub struct Model {
-    /// Display name (file name of the bundle).
+    /// Display name (the bundle's name, else its file name).
     pub name: String,
     /// Where it was loaded from.
     pub path: PathBuf,
     /// The labels it predicts.
     pub table: LabelTable,
+    /// The bundle (weights, preprocessing, sliding-window settings).
+    pub bundle: Bundle,
 }
 
-/// Loads a model bundle.
+/// Loads a model bundle, or imports a reference checkpoint (`.pt`/`.pth`, or a `.safetensors` state dict
+/// without bundle metadata) with the paper's BTCV CT recipe.
 pub fn load_model(path: &Path) -> Result<Model> {
-    let _ = path;
-    Err(not_in_build("load model", "model loading (logonet::infer)"))
+    let bundle = match Bundle::load(path) {
+        Ok(b) => b,
+        Err(load_err) => {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
+            Bundle::import_checkpoint(path, &name).map_err(|_| load_err)?
+        }
+    };
+    let name = if bundle.meta.name.is_empty() {
+        path.file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        bundle.meta.name.clone()
+    };
+    Ok(Model {
+        name,
+        path: path.to_path_buf(),
+        table: bundle.meta.labels.clone(),
+        bundle,
+    })
 }
 
-/// Segments `image` with `model` (sliding window), reporting progress and honouring `cancel`.
+/// The bundled model shipped with the app, if any: the first `assets/models/*.safetensors` (sorted by name)
+/// under the current directory or the workspace root this program was built from.
+pub fn bundled_model_path() -> Option<PathBuf> {
+    let roots = [
+        PathBuf::from("assets/models"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models"),
+    ];
+    roots.iter().find_map(|dir| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        files.into_iter().next()
+    })
+}
+
+/// Segments `image` with `model` (sliding window on CPU with the bundle's settings), reporting progress and
+/// honouring `cancel`. The result lies on the image's grid.
 pub fn segment(
     model: &Model,
     image: &ImageVolume,
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<LabelVolume> {
-    let _ = (model, image);
-    progress.report(ProgressEvent {
-        stage: "inference".into(),
-        done: 0,
-        total: 0,
-    });
-    cancel.check()?;
-    Err(not_in_build("segment", "inference (logonet::infer)"))
+    let options = PredictOptions {
+        sliding_window: model.bundle.meta.sliding_window.clone(),
+        device: candle_core::Device::Cpu,
+    };
+    predict::segment(image, &model.bundle, &options, progress, cancel)
 }
 
 /// Per-label Dice, HD95 and volumes of `pred` against `gt` (same grid) for the labels of `table`
-/// present in either map.
+/// present in either map (`logonet::metrics::evaluate`, MONAI conventions).
 pub fn metrics(pred: &LabelVolume, gt: &LabelVolume, table: &LabelTable) -> Result<Vec<MetricRow>> {
-    if pred.dims != gt.dims {
-        return Err(Error::invalid(
-            "metrics",
-            format!("grids differ: {:?} vs {:?}", pred.dims, gt.dims),
-        ));
-    }
-    let max = pred.data.iter().chain(&gt.data).copied().max().unwrap_or(0) as usize;
-    let mut tp = vec![0u64; max + 1];
-    let mut np = vec![0u64; max + 1];
-    let mut ng = vec![0u64; max + 1];
-    for (&p, &g) in pred.data.iter().zip(&gt.data) {
-        np[p as usize] += 1;
-        ng[g as usize] += 1;
-        if p == g {
-            tp[p as usize] += 1;
-        }
-    }
-    let s = gt.spacing_mm();
-    let voxel_ml = s[0] * s[1] * s[2] / 1000.0;
-    let rows = (1..=max)
-        .filter(|&v| np[v] + ng[v] > 0)
-        .map(|v| {
-            let value = v as u16;
-            MetricRow {
-                value,
-                name: table.name(value),
-                color: table.color(value),
-                dice: 2.0 * tp[v] as f64 / (np[v] + ng[v]) as f64,
-                hd95_mm: None,
-                pred_volume_ml: np[v] as f64 * voxel_ml,
-                gt_volume_ml: ng[v] as f64 * voxel_ml,
-            }
-        })
+    let present: std::collections::BTreeSet<u16> = pred
+        .data
+        .iter()
+        .chain(&gt.data)
+        .copied()
+        .filter(|&v| v != 0)
         .collect();
-    Ok(rows)
+    let config = MetricsConfig {
+        labels: Some(present.into_iter().collect()),
+        ..MetricsConfig::default()
+    };
+    let result = evaluate(pred, gt, table, &config, &NoProgress, &CancelToken::new())?;
+    Ok(result
+        .labels
+        .into_iter()
+        .map(|l| MetricRow {
+            value: l.value,
+            color: table.color(l.value),
+            name: l.name,
+            dice: l.dice,
+            hd95_mm: l.hd95_mm.is_finite().then_some(l.hd95_mm),
+            pred_volume_ml: l.volume_pred_ml,
+            gt_volume_ml: l.volume_gt_ml,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -261,6 +261,8 @@ impl StudioApp {
                     gt_map = Some(backend::load_labels(g)?);
                 }
                 report("model", 2, 3);
+                // No bundle given: the bundled model when the app ships one, else none ("No model loaded").
+                let model = model.or_else(backend::bundled_model_path);
                 let model = model.as_deref().map(backend::load_model).transpose()?;
                 report("done", 3, 3);
                 Ok(Loaded::Image {
@@ -434,12 +436,13 @@ impl StudioApp {
             Action::LoadDicomSeries(dir, uid) => {
                 let name = file_name(&dir);
                 self.start_load(ctx, format!("Loading {name}"), move |progress, cancel| {
-                    let image = backend::load_series(&dir, &uid, progress, cancel)?;
+                    let (image, gt, _warnings) =
+                        backend::load_series(&dir, &uid, progress, cancel)?;
                     Ok(Loaded::Image {
                         image,
                         name,
                         path: Some(dir),
-                        gt: None,
+                        gt,
                         model: None,
                     })
                 });
@@ -556,6 +559,7 @@ impl StudioApp {
                 self.view = ViewSettings::for_document(&doc);
                 self.doc = Some(doc);
                 if let Some(m) = model {
+                    self.info(format!("Model loaded: {}", m.name));
                     self.model = Some(Arc::new(m));
                 }
                 if let Some(g) = gt {
@@ -811,7 +815,7 @@ fn load_image_or_dicom(
         let first = series
             .first()
             .ok_or_else(|| logonet::Error::format("no DICOM series found", p))?;
-        backend::load_series(p, &first.uid, progress, cancel)
+        backend::load_series(p, &first.uid, progress, cancel).map(|(image, _, _)| image)
     } else {
         backend::load_image(p)
     }

@@ -259,3 +259,126 @@ fn snapshot_compare_with_difference_and_metrics() {
     h.run_steps(3);
     h.snapshot("prediction_outline_metrics");
 }
+
+/// A random-weight tiny LoGoNet saved as a bundle (BTCV labels, CT recipe, 64³ windows so it runs in seconds).
+fn tiny_bundle(dir: &std::path::Path) -> std::path::PathBuf {
+    use logonet::infer::bundle::{Bundle, BundleMeta, FORMAT_VERSION, Preprocess};
+    use logonet::infer::sliding_window::SlidingWindowConfig;
+    use logonet::nets::{NetConfig, checkpoint};
+    let net = match NetConfig::from_name("logonet-tiny") {
+        Ok(n) => n,
+        Err(e) => panic!("tiny config: {e}"),
+    };
+    let loaded = match checkpoint::new_net(&net, &candle_core::Device::Cpu) {
+        Ok(l) => l,
+        Err(e) => panic!("tiny net: {e}"),
+    };
+    let tensors = match loaded.varmap.data().lock() {
+        Ok(m) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect(),
+        Err(_) => panic!("varmap lock"),
+    };
+    let bundle = Bundle {
+        meta: BundleMeta {
+            format_version: FORMAT_VERSION,
+            name: "tiny test model".into(),
+            net,
+            labels: logonet::volume::LabelTable::btcv(),
+            preprocess: Preprocess::btcv_ct(),
+            sliding_window: SlidingWindowConfig {
+                roi_size: [64, 64, 64],
+                sw_batch_size: 1,
+                ..Default::default()
+            },
+            notes: "random weights (ui test)".into(),
+        },
+        tensors,
+    };
+    let path = dir.join("tiny.safetensors");
+    if let Err(e) = bundle.save(&path) {
+        panic!("save bundle: {e}");
+    }
+    path
+}
+
+fn with_model(dir: &std::path::Path, dims: [usize; 3]) -> Harness<'static, StudioApp> {
+    let h = app_harness(StartOptions {
+        model: Some(tiny_bundle(dir)),
+        phantom_dims: Some(dims),
+        ..options()
+    });
+    assert!(h.state().model.is_some(), "{:?}", messages(&h));
+    h
+}
+
+fn messages(h: &Harness<'static, StudioApp>) -> Vec<String> {
+    h.state().messages.iter().map(|m| m.text.clone()).collect()
+}
+
+#[test]
+fn segmentation_runs_to_completion_and_shows_metrics() {
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let mut h = with_model(dir.path(), [64, 64, 32]);
+    h.get_by_label_contains("Model: tiny test model");
+    h.get_by_label("Run segmentation").click();
+    h.step();
+    assert!(h.state().segment_job.is_some());
+    wait_idle(&mut h);
+    let doc = h
+        .state()
+        .doc
+        .as_ref()
+        .map(|d| (d.pred.clone(), d.image.dims));
+    let Some((Some(pred), dims)) = doc else {
+        panic!("no prediction: {:?}", messages(&h))
+    };
+    assert_eq!(pred.dims, dims, "prediction lies on the input grid");
+    assert!(pred.data.iter().all(|&v| v < 14));
+    // The phantom has a ground truth, so the metrics table (with HD95) is filled.
+    let rows = h
+        .state()
+        .doc
+        .as_ref()
+        .map(|d| d.metrics.clone())
+        .unwrap_or_default();
+    assert!(!rows.is_empty(), "metrics rows");
+    h.get_by_label("Metrics").click();
+    h.run_steps(3);
+    h.get_by_label("HD95 (mm)");
+    // Save on the input grid and read back.
+    let out = dir.path().join("pred.nii.gz");
+    let ctx = h.ctx.clone();
+    h.state_mut()
+        .handle_action(&ctx, Action::SaveSegmentation(out.clone()));
+    wait_idle(&mut h);
+    match logonet::volume::io::load_labels(&out) {
+        Ok(back) => assert_eq!(back.data, pred.data),
+        Err(e) => panic!("saved segmentation: {e}"),
+    }
+}
+
+#[test]
+fn segmentation_can_be_cancelled() {
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let mut h = with_model(dir.path(), [160, 160, 96]);
+    h.get_by_label("Run segmentation").click();
+    h.step();
+    assert!(h.state().segment_job.is_some());
+    h.run_steps(2);
+    match h.query_all_by_label("Cancel").next() {
+        Some(cancel) => cancel.click(),
+        None => panic!("no Cancel button while segmenting"),
+    }
+    wait_idle(&mut h);
+    assert!(
+        h.state().doc.as_ref().is_some_and(|d| d.pred.is_none()),
+        "cancelled run left no prediction"
+    );
+    assert!(
+        messages(&h).iter().any(|m| m.contains("cancelled")),
+        "{:?}",
+        messages(&h)
+    );
+}
