@@ -34,7 +34,11 @@ fn s(p: &Path) -> &str {
 fn tiny_bundle(path: &Path) {
     let cfg = NetConfig::from_name("logonet-tiny").expect("known model name");
     let varmap = VarMap::new();
-    AnyNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).expect("tiny net");
+    AnyNet::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .expect("tiny net");
     let tensors = varmap
         .data()
         .lock()
@@ -72,9 +76,25 @@ fn phantom_inspect_convert_predict_eval() {
     let img = dir.path().join("img.nii.gz");
     let lab = dir.path().join("lab.nii.gz");
     let out = logonet(&[
-        "phantom", "-o", s(&img), "--labels", s(&lab), "--size", "48", "40", "32", "--spacing", "6", "6", "8",
+        "phantom",
+        "-o",
+        s(&img),
+        "--labels",
+        s(&lab),
+        "--size",
+        "48",
+        "40",
+        "32",
+        "--spacing",
+        "6",
+        "6",
+        "8",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let info = ok_json(&["inspect", s(&img), "--json"]);
     assert_eq!(info["dims"], serde_json::json!([48, 40, 32]));
@@ -86,7 +106,11 @@ fn phantom_inspect_convert_predict_eval() {
     // Resampling to 12 mm halves i and j, and k goes 32·8/12 → 21 or 22 voxels (MONAI rounds the extent).
     let conv = dir.path().join("img12.nii.gz");
     let out = logonet(&["convert", s(&img), s(&conv), "--spacing", "12", "12", "12"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info = ok_json(&["inspect", s(&conv), "--json"]);
     assert_eq!(info["spacing_mm"], serde_json::json!([12.0, 12.0, 12.0]));
     let dims: Vec<u64> = serde_json::from_value(info["dims"].clone()).expect("dims");
@@ -98,7 +122,11 @@ fn phantom_inspect_convert_predict_eval() {
     tiny_bundle(&bundle);
     let pred = dir.path().join("pred.nii.gz");
     let out = logonet(&["predict", "-i", s(&img), "-o", s(&pred), "-m", s(&bundle)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info = ok_json(&["inspect", s(&pred), "--json"]);
     assert_eq!(info["dims"], serde_json::json!([48, 40, 32]));
     assert_eq!(info["spacing_mm"], serde_json::json!([6.0, 6.0, 8.0]));
@@ -123,7 +151,11 @@ fn phantom_inspect_convert_predict_eval() {
 #[test]
 fn info_reports_the_papers_counts() {
     let out = logonet(&["info", "--model", "logonet-s", "--size", "96"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("67,579,560"), "{text}");
     assert!(text.contains("246.99 G"), "{text}");
@@ -144,7 +176,10 @@ fn bad_input_fails_cleanly_with_the_path_last() {
     let out = logonet(&["inspect", s(&garbage)]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("garbage.nii.gz") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("garbage.nii.gz") && !err.contains("panicked"),
+        "{err}"
+    );
 
     let out = logonet(&["info", "--model", "no-such-model"]);
     assert!(!out.status.success());

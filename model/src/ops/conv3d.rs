@@ -208,14 +208,18 @@ fn from_f32<T: Elem>(v: Vec<f32>) -> Vec<T> {
 /// Forward conv: `y [N, O, out]`.
 pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     #[cfg(target_arch = "x86_64")]
-    if g.og >= 4 && g.k[2] <= 16 && !gemm_forced()
-        && let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w)) {
-            let bf = bias.and_then(as_f32);
-            if (bias.is_none() || bf.is_some())
-                && let Some(y) = super::conv3d_avx512::try_forward(xf, wf, bf, g) {
-                    return from_f32(y);
-                }
+    if g.og >= 4
+        && g.k[2] <= 16
+        && !gemm_forced()
+        && let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
+    {
+        let bf = bias.and_then(as_f32);
+        if (bias.is_none() || bf.is_some())
+            && let Some(y) = super::conv3d_avx512::try_forward(xf, wf, bf, g)
+        {
+            return from_f32(y);
         }
+    }
     if g.cg == 1 {
         forward_direct(x, w, bias, g)
     } else {

@@ -9,7 +9,6 @@
 
 // Numeric kernels index several arrays with one loop counter; iterator chains would hide that.
 #![allow(clippy::needless_range_loop)]
-
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use super::conv3d::Geom;

@@ -120,12 +120,13 @@ impl Conv3dParams {
             ));
         }
         if let Some(b) = bias
-            && b.dims() != [o] {
-                return Err(Error::invalid(
-                    "conv3d",
-                    format!("bias must be [{o}], got {:?}", b.dims()),
-                ));
-            }
+            && b.dims() != [o]
+        {
+            return Err(Error::invalid(
+                "conv3d",
+                format!("bias must be [{o}], got {:?}", b.dims()),
+            ));
+        }
         self.output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]])
     }
 }
@@ -303,12 +304,13 @@ pub fn conv_transpose3d(
     }
     let cout = wd[1] * p.groups;
     if let Some(b) = bias
-        && b.dims() != [cout] {
-            return Err(Error::invalid(
-                OP,
-                format!("bias must be [{cout}], got {:?}", b.dims()),
-            ));
-        }
+        && b.dims() != [cout]
+    {
+        return Err(Error::invalid(
+            OP,
+            format!("bias must be [{cout}], got {:?}", b.dims()),
+        ));
+    }
     let out = p.output_size([xd[2], xd[3], xd[4]], [wd[2], wd[3], wd[4]])?;
     let conv = Conv3dParams {
         stride: p.stride,

@@ -249,9 +249,9 @@ pub fn prepare_case(
     let mut cfg = recipe.to_config()?;
     cfg.crop_foreground = matches!(recipe.intensity, crate::infer::Intensity::ScaleRange { .. });
     let pre = crate::volume::transforms::preprocess(image, Some(label), &cfg)?;
-    let lab = pre.labels.ok_or_else(|| {
-        Error::invalid("prepare_case", "preprocessing dropped the label map")
-    })?;
+    let lab = pre
+        .labels
+        .ok_or_else(|| Error::invalid("prepare_case", "preprocessing dropped the label map"))?;
     Sample::new(pre.image.data, lab.data, 1, pre.image.dims)
 }
 

@@ -499,7 +499,8 @@ impl Trainer {
             self.schedule.step();
             self.next_epoch = epoch + 1;
             let every = self.config.checkpoint_every;
-            if self.next_epoch == self.config.epochs || (every > 0 && self.next_epoch.is_multiple_of(every))
+            if self.next_epoch == self.config.epochs
+                || (every > 0 && self.next_epoch.is_multiple_of(every))
             {
                 self.checkpoint()?.save(&ckpt_path)?;
                 emit(TrainEvent::Saved {

@@ -82,15 +82,20 @@ fn conv_case(
     rows.push(row(
         name,
         "forward",
-        measure(reps, || Ok(drop(ops::conv3d(&xt, &wt, None, &p)?)))?,
+        measure(reps, || {
+            let _out = ops::conv3d(&xt, &wt, None, &p)?;
+            Ok(())
+        })?,
         Some(gflop),
     ));
     let dx = measure(reps, || {
-        Ok(drop(ops::conv3d_backward(&xt, &wt, &dy, &p, true, false)?))
+        let _out = ops::conv3d_backward(&xt, &wt, &dy, &p, true, false)?;
+        Ok(())
     })?;
     rows.push(row(name, "input-grad", dx, Some(gflop)));
     let dw = measure(reps, || {
-        Ok(drop(ops::conv3d_backward(&xt, &wt, &dy, &p, false, true)?))
+        let _out = ops::conv3d_backward(&xt, &wt, &dy, &p, false, true)?;
+        Ok(())
     })?;
     rows.push(row(name, "weight-grad", dw, Some(gflop)));
     Ok(())
@@ -109,7 +114,10 @@ fn elementwise_case(
     rows.push(row(
         name,
         "forward",
-        measure(reps, || Ok(drop(op(x.as_tensor())?)))?,
+        measure(reps, || {
+            let _out = op(x.as_tensor())?;
+            Ok(())
+        })?,
         None,
     ));
     let fb = measure(reps, || {

@@ -49,10 +49,10 @@ impl Bars {
 
     /// Finishes the current bar.
     pub fn finish(&self) {
-        if let Ok(mut guard) = self.bar.lock() {
-            if let Some((_, bar)) = guard.take() {
-                bar.finish();
-            }
+        if let Ok(mut guard) = self.bar.lock()
+            && let Some((_, bar)) = guard.take()
+        {
+            bar.finish();
         }
     }
 }
