@@ -184,6 +184,7 @@ fn bank_targets_save_load_and_cancel() {
     let targets = bank.targets(&t).unwrap();
     assert_eq!(targets.dims(), &[4, nz, 2]);
     let tv = targets.to_vec3::<i64>().unwrap();
+    #[allow(clippy::needless_range_loop)] // c indexes the innermost axis of a nested Vec
     for c in 0..2 {
         let mut map = std::collections::HashMap::new();
         for b in 0..4 {
