@@ -57,6 +57,8 @@ pub struct StartOptions {
     pub dialogs: bool,
     /// Where recent files are remembered (None: not remembered).
     pub recent_file: Option<PathBuf>,
+    /// Do not fall back to the bundled model when no `model` is given (tests of the "no model" path).
+    pub no_bundled_model: bool,
 }
 
 /// Result of a load job (one value per job, so the size difference between variants does not matter).
@@ -218,6 +220,7 @@ impl StudioApp {
             gt,
             model,
             phantom_dims,
+            no_bundled_model,
             ..
         } = self.options.clone();
         let name = open
@@ -262,7 +265,11 @@ impl StudioApp {
                 }
                 report("model", 2, 3);
                 // No bundle given: the bundled model when the app ships one, else none ("No model loaded").
-                let model = model.or_else(backend::bundled_model_path);
+                let model = if no_bundled_model {
+                    model
+                } else {
+                    model.or_else(backend::bundled_model_path)
+                };
                 let model = model.as_deref().map(backend::load_model).transpose()?;
                 report("done", 3, 3);
                 Ok(Loaded::Image {

@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         phantom_dims: args.phantom_dims,
         dialogs: true,
         recent_file: logonet_studio::state::RecentFiles::default_file(),
+        no_bundled_model: false,
     };
     let mut wgpu_options = eframe::WgpuConfiguration::default();
     if options.bench_frames.is_some() {

@@ -206,7 +206,10 @@ fn metrics_table_shows_dice_per_label() {
 
 #[test]
 fn segmentation_without_model_says_so() {
-    let mut h = app_harness(options());
+    let mut h = app_harness(StartOptions {
+        no_bundled_model: true,
+        ..options()
+    });
     let ctx = h.ctx.clone();
     h.state_mut().handle_action(&ctx, Action::RunSegmentation);
     h.run_steps(2);
