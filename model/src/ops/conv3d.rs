@@ -319,6 +319,9 @@ fn forward_direct<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Ve
                         let xrow = &xp[(iz * ih + iy) * iw..][..iw];
                         let wrow = &wk[(a * kh + bb) * kw..][..kw];
                         for (&(l, h, off), &wv) in ranges.iter().zip(wrow) {
+                            if h <= l {
+                                continue;
+                            }
                             if g.s[2] == 1 {
                                 let src = &xrow[(l as isize + off) as usize..][..h - l];
                                 for (r, v) in row[l..h].iter_mut().zip(src) {
@@ -530,6 +533,9 @@ fn weight_grad_direct<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
                             };
                             let xrow = &xp[(iz * ih + iy) * iw..][..iw];
                             for (cc, &(l, h, off)) in ranges.iter().enumerate() {
+                                if h <= l {
+                                    continue;
+                                }
                                 let arow = &mut acc[((a * kh + bb) * kw + cc) * ow..][..ow];
                                 if g.s[2] == 1 {
                                     let src = &xrow[(l as isize + off) as usize..][..h - l];

@@ -148,7 +148,7 @@ fn write_bundle(
     let meta = BundleMeta {
         format_version: FORMAT_VERSION,
         name: format!("{} (logonet train)", t.net_config().describe()),
-        net: serde_json::to_value(t.net_config())?,
+        net: t.net_config().clone(),
         labels: labels.clone(),
         preprocess: recipe.clone(),
         sliding_window: t.config().sliding_window.clone(),
