@@ -672,6 +672,9 @@ fn weight_grad_direct<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
                             };
                             let xrow = &xp[(iz * ih + iy) * iw..][..iw];
                             for (cc, &(l, h, off)) in ranges.iter().enumerate() {
+                                if h <= l {
+                                    continue;
+                                }
                                 let arow = &mut acc[((a * kh + bb) * kw + cc) * ow..][..ow];
                                 if g.s[2] == 1 {
                                     let src = &xrow[(l as isize + off) as usize..][..h - l];
