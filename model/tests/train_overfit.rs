@@ -85,7 +85,7 @@ fn tiny_logonet_overfits_the_phantom() {
     };
     t.run(
         Arc::clone(&train),
-        &[sample.clone()],
+        std::slice::from_ref(&sample),
         dir.path(),
         &tx,
         &CancelToken::new(),
@@ -125,7 +125,9 @@ fn tiny_logonet_overfits_the_phantom() {
         losses[0],
         losses[119]
     );
-    let v = t.validate(&[sample.clone()], &CancelToken::new()).unwrap();
+    let v = t
+        .validate(std::slice::from_ref(&sample), &CancelToken::new())
+        .unwrap();
     eprintln!("train Dice per label {:?}", v.per_label);
     assert!(v.mean > 0.9, "train Dice {} <= 0.9", v.mean);
     assert!(best_calls >= 1);
@@ -134,7 +136,9 @@ fn tiny_logonet_overfits_the_phantom() {
     let ckpt = Checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
     assert_eq!(ckpt.meta.next_epoch, 120);
     let mut r = Trainer::resume(&ckpt, &dev).unwrap();
-    let v2 = r.validate(&[sample.clone()], &CancelToken::new()).unwrap();
+    let v2 = r
+        .validate(std::slice::from_ref(&sample), &CancelToken::new())
+        .unwrap();
     assert!(
         (v2.mean - v.mean).abs() < 1e-9,
         "resumed weights differ: {} vs {}",
