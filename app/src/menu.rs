@@ -153,6 +153,7 @@ fn view_menu_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
     });
     ui.checkbox(&mut view.overlay.outline, "Outline labels");
     ui.checkbox(&mut view.show_histogram, "Show histogram");
+    ui.checkbox(&mut view.show_frame_time, "Show frame time");
     if ui.button("Reset zoom and pan").clicked() {
         view.transforms = Default::default();
         view.compare_transform = Default::default();

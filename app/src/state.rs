@@ -225,6 +225,8 @@ pub struct ViewSettings {
     pub show_metrics: bool,
     /// Show the intensity histogram.
     pub show_histogram: bool,
+    /// Show the UI time per frame in the status bar (off by default: it changes every frame).
+    pub show_frame_time: bool,
 }
 
 impl ViewSettings {
@@ -245,6 +247,7 @@ impl ViewSettings {
             compare_transform: ViewTransform::default(),
             show_metrics: false,
             show_histogram: true,
+            show_frame_time: false,
         }
     }
 }

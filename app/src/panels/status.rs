@@ -38,7 +38,9 @@ pub fn status_ui(ui: &mut egui::Ui, app: &mut StudioApp) {
         let text = readout(app, at);
         ui.monospace(text);
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            ui.weak(format!("{:.1} ms/frame", app.frame_ms));
+            if app.view.show_frame_time {
+                ui.weak(format!("{:.1} ms/frame", app.frame_ms));
+            }
             if let Some(job) = &app.load_job
                 && job_progress_ui(ui, job)
             {
