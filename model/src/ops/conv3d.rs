@@ -885,6 +885,21 @@ impl CustomOp3 for Conv3dOp {
     }
 }
 
+/// Checks that an input `xd`, an output gradient `dyd` and a weight `wd` belong to one convolution
+/// (batch, output channels and grouped input channels agree); shared by both gradient ops.
+fn check_grad_dims(
+    op: &str,
+    xd: [usize; 5],
+    dyd: [usize; 5],
+    wd: [usize; 5],
+    groups: usize,
+) -> candle_core::Result<()> {
+    if dyd[0] != xd[0] || dyd[1] != wd[0] || xd[1] != wd[1] * groups {
+        candle_core::bail!("{op}: input {xd:?}, gradient {dyd:?} and weight {wd:?} disagree");
+    }
+    Ok(())
+}
+
 /// Input gradient of conv3d, `(dy, w) -> dx`; also the forward pass of a transposed convolution (its own
 /// backward is then `conv3d` and the weight gradient with roles swapped).
 pub(crate) struct Conv3dInputGradOp {
@@ -908,11 +923,7 @@ impl CustomOp2 for Conv3dInputGradOp {
         let wd = dims5(l2, "conv3d weight")?;
         let xd = self.x_dims;
         let g = Geom::new(xd, wd, &self.p, [dyd[2], dyd[3], dyd[4]]);
-        if dyd[0] != xd[0] || dyd[1] != wd[0] || xd[1] != wd[1] * self.p.groups {
-            candle_core::bail!(
-                "conv3d-input-grad: gradient {dyd:?}, weight {wd:?} and input {xd:?} disagree"
-            );
-        }
+        check_grad_dims("conv3d-input-grad", xd, dyd, wd, self.p.groups)?;
         fn go<T: Elem>(
             g: &Geom,
             s1: &CpuStorage,
@@ -981,11 +992,7 @@ impl CustomOp2 for Conv3dWeightGradOp {
         let dyd = dims5(l2, "conv3d output gradient")?;
         let wd = self.w_dims;
         let g = Geom::new(xd, wd, &self.p, [dyd[2], dyd[3], dyd[4]]);
-        if dyd[0] != xd[0] || dyd[1] != wd[0] || xd[1] != wd[1] * self.p.groups {
-            candle_core::bail!(
-                "conv3d-weight-grad: input {xd:?}, gradient {dyd:?} and weight {wd:?} disagree"
-            );
-        }
+        check_grad_dims("conv3d-weight-grad", xd, dyd, wd, self.p.groups)?;
         fn go<T: Elem>(
             g: &Geom,
             s1: &CpuStorage,
