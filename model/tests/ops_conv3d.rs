@@ -311,6 +311,29 @@ fn rejects_bad_arguments() {
     assert!(bad(ops::conv3d(&xi, &w, None, &Conv3dParams::default())));
 }
 
+/// A case proptest found: a width-1 input with a dilated 3-tap kernel and padding 2, where one tap reads no
+/// input column (its valid range is empty); im2col and col2im used to slice from a negative start.
+#[test]
+fn tap_with_no_valid_column() {
+    let i: Vec<usize> = [(3usize, 1usize, 0usize), (1, 1, 1), (3, 2, 2)]
+        .iter()
+        .map(|&(k, d, p)| (d * (k - 1) + 1).saturating_sub(2 * p).max(1))
+        .collect();
+    let case = Case {
+        x: [1, 1, i[0], i[1], i[2]],
+        w: [1, 1, 3, 1, 3],
+        p: Conv3dParams {
+            stride: [1; 3],
+            padding: [0, 1, 2],
+            dilation: [1, 1, 2],
+            groups: 1,
+        },
+        bias: false,
+    };
+    check_forward(&case, 0);
+    check_grads(&case, 0, 2);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
     #[test]

@@ -129,6 +129,9 @@ fn im2col<T: Elem>(x: &[T], g: &Geom, b: usize, grp: usize, r0: usize, r1: usize
                         let xrow = &xp[(iz * ih + iy) * iw..][..iw];
                         seg[..xl].fill(zero);
                         seg[xh..].fill(zero);
+                        if xh <= xl {
+                            continue; // the tap reads no input column: the row stays zero
+                        }
                         if g.s[2] == 1 {
                             let st = (xl as isize + off) as usize;
                             seg[xl..xh].copy_from_slice(&xrow[st..st + (xh - xl)]);
@@ -157,6 +160,9 @@ fn col2im_channel<T: Elem>(col: &[T], g: &Geom, r0: usize, r1: usize, ci: usize,
                 let src = &col[row * pc..][..pc];
                 let off = (cc * g.d[2]) as isize - g.p[2] as isize;
                 let (xl, xh) = valid(ow, g.s[2], off, iw);
+                if xh <= xl {
+                    continue; // the tap writes no input column
+                }
                 for r in r0..r1 {
                     let seg = &src[(r - r0) * ow..][..ow];
                     let (z, y) = (r / oh, r % oh);
