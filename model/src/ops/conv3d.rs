@@ -10,8 +10,8 @@
 //!   `gemm` (Wᵀ·dY) + col2im.
 //! * Weight gradient: dY·colsᵀ accumulated over slabs (dense) or direct row products (depthwise).
 //!
-//! `cuda_fwd` is not implemented yet: the public functions in [`super`] send tensors on other devices to
-//! [`super::reference`].
+//! `cuda_fwd` (feature `cuda`) calls the cuDNN convolutions in [`super::cuda`]; without the `cudnn` feature the
+//! public functions in [`super`] send CUDA tensors to [`super::reference`] instead.
 
 use super::Conv3dParams;
 use super::elem::{Elem, SharedMut, slice, threads};
@@ -826,14 +826,12 @@ impl CustomOp2 for Conv3dOp {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        candle_core::bail!(
-            "conv3d: no CUDA kernel yet (logonet::ops::conv3d routes CUDA tensors to ops::reference)"
-        )
+        super::cuda::conv3d_fwd(&self.p, (s1, l1), (s2, l2), None)
     }
     fn bwd(
         &self,
@@ -865,16 +863,14 @@ impl CustomOp3 for Conv3dOp {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        candle_core::bail!(
-            "conv3d: no CUDA kernel yet (logonet::ops::conv3d routes CUDA tensors to ops::reference)"
-        )
+        super::cuda::conv3d_fwd(&self.p, (s1, l1), (s2, l2), Some((s3, l3)))
     }
     fn bwd(
         &self,
@@ -947,12 +943,12 @@ impl CustomOp2 for Conv3dInputGradOp {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        candle_core::bail!("conv3d-input-grad: no CUDA kernel yet")
+        super::cuda::conv3d_input_grad(&self.p, self.x_dims, (s1, l1), (s2, l2))
     }
     fn bwd(
         &self,
@@ -1016,11 +1012,11 @@ impl CustomOp2 for Conv3dWeightGradOp {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(
         &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        candle_core::bail!("conv3d-weight-grad: no CUDA kernel yet")
+        super::cuda::conv3d_weight_grad(&self.p, self.w_dims, (s1, l1), (s2, l2))
     }
 }

@@ -11,6 +11,8 @@ mod act;
 mod conv3d;
 #[cfg(target_arch = "x86_64")]
 mod conv3d_avx512;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod elem;
 mod norm;
 mod pool;
@@ -140,7 +142,7 @@ pub fn conv3d(
     params: &Conv3dParams,
 ) -> Result<Tensor> {
     params.validate(x, w, bias)?;
-    if !x.device().is_cpu() {
+    if !has_native_conv(x) {
         return reference::conv3d(x, w, bias, params);
     }
     check_float("conv3d", x, &[Some(w), bias])?;
@@ -318,8 +320,11 @@ pub fn conv_transpose3d(
         dilation: p.dilation,
         groups: p.groups,
     };
-    if !x.device().is_cpu() {
-        return Err(Error::invalid(OP, "only CPU tensors are supported so far"));
+    if !has_native_conv(x) {
+        return Err(Error::invalid(
+            OP,
+            "only CPU tensors (and CUDA tensors in a `cudnn` build) are supported",
+        ));
     }
     check_float(OP, x, &[Some(w), bias])?;
     let op = conv3d::Conv3dInputGradOp {
@@ -619,6 +624,12 @@ pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Result<Tensor> {
     }
     Ok(x.contiguous()?
         .apply_op1(act::ActOp(act::Act::Leaky(negative_slope)))?)
+}
+
+/// Whether the conv custom ops have a kernel for `x`'s device: always on the CPU, and on CUDA in a build with
+/// the `cudnn` feature (cuDNN N-d convolutions, [`cuda`]).
+fn has_native_conv(x: &Tensor) -> bool {
+    x.device().is_cpu() || (cfg!(feature = "cudnn") && x.device().is_cuda())
 }
 
 /// Fast kernels run on CPU f32/f64 tensors; all tensors must share the dtype of `x`.

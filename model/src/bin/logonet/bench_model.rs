@@ -1,7 +1,7 @@
 //! `logonet bench model`: forward time of a whole network on one window, and the process's peak memory.
 
 use crate::info::resolve_config;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use logonet::nets::{SegmentationNet as _, checkpoint};
 use std::path::Path;
 use std::time::Instant;
@@ -33,6 +33,12 @@ pub struct ModelArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Device to run on.
+    #[arg(long, value_enum, default_value_t = crate::device::DeviceArg::Cpu)]
+    pub device: crate::device::DeviceArg,
+    /// Allow TF32 tensor cores for f32 convolutions and matmuls on CUDA (PyTorch's default for convs).
+    #[arg(long)]
+    pub tf32: bool,
 }
 
 /// Peak resident set size of this process in bytes (`VmHWM` of /proc/self/status), if available.
@@ -53,7 +59,8 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             .num_threads(n)
             .build_global();
     }
-    let device = Device::Cpu;
+    crate::device::set_tf32(args.tf32)?;
+    let device = args.device.open()?;
     let path = Path::new(&args.model);
     let loaded = if path.is_file() {
         checkpoint::load_net(path, &device)?
@@ -73,13 +80,15 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     let x = Tensor::randn(0f32, 1.0, input.as_slice(), &device)?.to_dtype(DType::F32)?;
     if !args.no_warmup {
         loaded.net.forward_t(&x, args.train)?;
+        device.synchronize()?;
     }
     let mut times = Vec::with_capacity(args.runs);
     for _ in 0..args.runs.max(1) {
         let t0 = Instant::now();
         let y = loaded.net.forward_t(&x, args.train)?;
-        // Make sure the result is materialised.
-        let _ = y.dims();
+        // Make sure the result is materialised (CUDA kernels run asynchronously).
+        device.synchronize()?;
+        drop(y);
         times.push(t0.elapsed().as_secs_f64());
     }
     let mut sorted = times.clone();
@@ -105,13 +114,17 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             "gflop": gflop,
             "gflop_per_s": gflop / median,
             "peak_rss_bytes": rss,
+            "device": crate::device::describe(&device),
+            "tf32": args.tf32,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("model      {}", cfg.describe());
         println!(
-            "input      {input:?}, {} mode, {threads} threads",
-            if args.train { "train" } else { "eval" }
+            "input      {input:?}, {} mode, {threads} threads, device {}{}",
+            if args.train { "train" } else { "eval" },
+            crate::device::describe(&device),
+            if args.tf32 { ", TF32 allowed" } else { "" }
         );
         println!(
             "forward    median {median:.3} s, min {min:.3} s over {} runs ({:.1} GFLOP/s)",

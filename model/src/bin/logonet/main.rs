@@ -2,7 +2,9 @@
 
 mod bench;
 mod bench_model;
+mod check;
 mod convert;
+mod device;
 mod eval;
 mod info;
 mod inspect;
@@ -44,6 +46,9 @@ enum Command {
     Train(train::Args),
     /// Masked self-supervised pre-training with k-means pseudo-labels.
     Pretrain(pretrain::Args),
+    /// Self-checks: parity with the reference fixtures on a chosen device (CPU or CUDA).
+    #[command(subcommand)]
+    Check(check::CheckCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
         Command::Pretrain(a) => pretrain::run(a),
+        Command::Check(c) => check::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

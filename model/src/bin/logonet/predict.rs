@@ -115,9 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     sw.tta_mirror |= args.tta;
     let device = match args.device {
         DeviceArg::Cpu => candle_core::Device::Cpu,
-        DeviceArg::Cuda => {
-            candle_core::Device::new_cuda(0).context("CUDA device 0 is not available")?
-        }
+        DeviceArg::Cuda => crate::device::DeviceArg::Cuda.open()?,
     };
     let options = PredictOptions {
         sliding_window: sw,
