@@ -12,6 +12,7 @@
 # 3. `logonet bench model --device cuda` for logonet-s and ulkanet-s at 96^3 (fp32; then with TF32 allowed).
 # 4. Side by side: scripts/torch_logonet_bench.py (PyTorch, the same networks ported from the reference code,
 #    checked against the fixtures first) on the same GPU, same settings.
+# 5. End to end: phantoms, a short logonet-tiny training on CUDA, predict --device cuda vs cpu, eval.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${LOGONET_BIN:-target-cuda/logonet}
@@ -90,6 +91,19 @@ run timeout 300 python3 scripts/torch_logonet_bench.py --model ulkanet-s --size 
 run timeout 300 python3 scripts/torch_logonet_bench.py --model logonet-s --size 96 --runs "$RUNS" --tf32
 run timeout 300 python3 scripts/torch_logonet_bench.py --model ulkanet-s --size 96 --runs "$RUNS" --tf32
 run timeout 300 python3 scripts/torch_logonet_bench.py --model logonet-s --size 96 --runs "$RUNS" --tf32 --amp
+
+say "end to end on the GPU: two phantoms -> logonet-tiny trained 2 epochs with --cuda 0 -> predict --device cuda -> eval"
+E2E="$OUT/e2e"
+rm -rf "$E2E" && mkdir -p "$E2E/data"
+for i in 0 1; do
+    run "$BIN" phantom -o "$E2E/data/ph${i}_image.nii.gz" --labels "$E2E/data/ph${i}_label.nii.gz" --seed "$i" --size 96 96 64
+done
+run timeout 600 "$BIN" train --data "$E2E/data" --model logonet-tiny --out "$E2E/run" --epochs 2 --warmup-epochs 1 \
+    --batch 1 --samples 2 --crop 32 --val-every 1 --val-cases 1 --workers 1 --cuda 0
+run timeout 300 "$BIN" predict -i "$E2E/data/ph1_image.nii.gz" -o "$E2E/ph1_seg.nii.gz" -m "$E2E/run/model.safetensors" --device cuda
+run timeout 300 "$BIN" predict -i "$E2E/data/ph1_image.nii.gz" -o "$E2E/ph1_seg_cpu.nii.gz" -m "$E2E/run/model.safetensors" --device cpu
+run "$BIN" eval --pred "$E2E/ph1_seg.nii.gz" --gt "$E2E/data/ph1_label.nii.gz"
+run "$BIN" eval --pred "$E2E/ph1_seg.nii.gz" --gt "$E2E/ph1_seg_cpu.nii.gz"
 
 say "CPU for reference (all cores of this machine)"
 run timeout 300 "$BIN" bench model -m logonet-s --size 96 --runs 2 --device cpu

@@ -52,7 +52,7 @@ type Tensors = HashMap<String, Tensor>;
 fn load(dir: &Path, file: &str, device: &Device) -> anyhow::Result<Tensors> {
     let path = dir.join(file);
     let t = candle_core::safetensors::load(&path, &Device::Cpu)
-        .with_context(|| format!("cannot read fixture {}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot read the fixture ({e}): {}", path.display()))?;
     // Integer tensors (shapes, BatchNorm counters) stay on the CPU.
     t.into_iter()
         .map(|(k, v)| {
