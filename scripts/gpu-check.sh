@@ -8,7 +8,8 @@
 #
 # 1. nvidia-smi; libcublas/libcudnn/libcurand/libcudart/libnvrtc located in the machine's PyTorch pip packages
 #    (the nvidia-* wheels) and put on LD_LIBRARY_PATH; `ldd` of the binary.
-# 2. `logonet check parity --device cuda`: the six reference fixtures on the GPU, max abs diff vs PyTorch (<= 1e-4).
+# 2. `logonet check parity --device cuda`: the six reference fixtures on the GPU, max abs diff vs PyTorch (<= 1e-4);
+#    then target-cuda/ops_cuda if present (the model/tests/ops_cuda.rs test binary, CUDA conv3d vs CPU kernels).
 # 3. `logonet bench model --device cuda` for logonet-s and ulkanet-s at 96^3 (fp32; then with TF32 allowed).
 # 4. Side by side: scripts/torch_logonet_bench.py (PyTorch, the same networks ported from the reference code,
 #    checked against the fixtures first) on the same GPU, same settings.
@@ -75,6 +76,11 @@ run timeout 300 "$BIN" check parity --fixtures tests/fixtures/reference --device
 run timeout 300 "$BIN" check parity --fixtures tests/fixtures/reference --device cuda --json >/dev/null
 cp -f "$LOG" "$OUT/parity.log" 2>/dev/null
 run timeout 300 "$BIN" check parity --fixtures tests/fixtures/reference --device cpu
+
+if [ -x target-cuda/ops_cuda ]; then
+    say "CUDA conv3d vs the CPU kernels: forward, both gradients, groups/stride/dilation, conv_transpose3d, autograd"
+    run timeout 300 target-cuda/ops_cuda --test-threads 1 --nocapture
+fi
 
 say "logonet bench model --device cuda, 96^3, fp32 (no TF32)"
 for m in logonet-s ulkanet-s; do
