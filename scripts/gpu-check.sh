@@ -104,10 +104,10 @@ rm -rf "$E2E" && mkdir -p "$E2E/data"
 for i in 0 1; do
     run "$BIN" phantom -o "$E2E/data/ph${i}_image.nii.gz" --labels "$E2E/data/ph${i}_label.nii.gz" --seed "$i" --size 96 96 64
 done
-run timeout 600 "$BIN" train --data "$E2E/data" --model logonet-tiny --out "$E2E/run" --epochs 2 --warmup-epochs 1 \
+run timeout 240 "$BIN" train --data "$E2E/data" --model logonet-tiny --out "$E2E/run" --epochs 2 --warmup-epochs 1 \
     --batch 1 --samples 2 --crop 32 --val-every 1 --val-cases 1 --workers 1 --cuda 0
-run timeout 300 "$BIN" predict -i "$E2E/data/ph1_image.nii.gz" -o "$E2E/ph1_seg.nii.gz" -m "$E2E/run/model.safetensors" --device cuda
-run timeout 300 "$BIN" predict -i "$E2E/data/ph1_image.nii.gz" -o "$E2E/ph1_seg_cpu.nii.gz" -m "$E2E/run/model.safetensors" --device cpu
+run timeout 120 "$BIN" predict -i "$E2E/data/ph1_image.nii.gz" -o "$E2E/ph1_seg.nii.gz" -m "$E2E/run/model.safetensors" --device cuda
+run timeout 120 "$BIN" predict -i "$E2E/data/ph1_image.nii.gz" -o "$E2E/ph1_seg_cpu.nii.gz" -m "$E2E/run/model.safetensors" --device cpu
 run "$BIN" eval --pred "$E2E/ph1_seg.nii.gz" --gt "$E2E/data/ph1_label.nii.gz"
 run "$BIN" eval --pred "$E2E/ph1_seg.nii.gz" --gt "$E2E/ph1_seg_cpu.nii.gz"
 
