@@ -191,6 +191,7 @@ pub struct Trainer {
     next_epoch: usize,
     global_step: u64,
     best: Option<(f64, usize)>,
+    deadline: Option<Instant>,
 }
 
 impl Trainer {
@@ -212,6 +213,7 @@ impl Trainer {
             next_epoch: 0,
             global_step: 0,
             best: None,
+            deadline: None,
         })
     }
 
@@ -285,6 +287,12 @@ impl Trainer {
     /// Lets a resumed run go on for more epochs than first planned (the schedule keeps its own horizon).
     pub fn set_epochs(&mut self, epochs: usize) {
         self.config.epochs = epochs;
+    }
+
+    /// A wall-clock budget: [`Trainer::run`] stops at the end of the first epoch that ends after `deadline`
+    /// (writing the checkpoint, so `--resume` can go on later). Not part of the checkpoint.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     /// Freezes named parameters (their optimizer state is dropped).
@@ -499,13 +507,25 @@ impl Trainer {
             self.schedule.step();
             self.next_epoch = epoch + 1;
             let every = self.config.checkpoint_every;
+            let out_of_time = self.deadline.is_some_and(|d| Instant::now() >= d)
+                && self.next_epoch < self.config.epochs;
             if self.next_epoch == self.config.epochs
+                || out_of_time
                 || (every > 0 && self.next_epoch.is_multiple_of(every))
             {
                 self.checkpoint()?.save(&ckpt_path)?;
                 emit(TrainEvent::Saved {
                     path: ckpt_path.clone(),
                 });
+            }
+            if out_of_time {
+                emit(TrainEvent::Note {
+                    message: format!(
+                        "time limit reached after epoch {epoch}; stopping ({} of {} epochs done; --resume goes on)",
+                        self.next_epoch, self.config.epochs
+                    ),
+                });
+                break;
             }
         }
         emit(TrainEvent::Finished {
