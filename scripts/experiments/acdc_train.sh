@@ -9,19 +9,22 @@
 #   DATA      the acdc_cardiac_mri folder              [$LOGONET_DATA/acdc_cardiac_mri]
 #   OUT       output folder (created)                  [acdc_out]
 #   THREADS   CPU threads for candle/rayon              [all cores]
-#   MINUTES   training wall-clock budget, minutes      [6]  (stops at the end of the epoch past it)
+#   MINUTES   training wall-clock budget, minutes      [5.5] (stops at the end of the epoch past it)
 #   EPOCHS    epoch cap                                [200]
 #   MODEL     network preset                           [logonet-tiny]
 #   CROP      training crop and validation window      [128,128,32] (ACDC is ~216x256x10: z is zero-padded)
 #   BATCH     volumes per step                         [2]
 #   SAMPLES   crops per volume                         [2]
-#   STEPS     steps per epoch                          [24]
+#   STEPS     steps per epoch                          [16]
 #   LR        AdamW learning rate (constant schedule)  [1e-3]
-#   VAL_EVERY validate every N epochs (best kept)      [5]
+#   VAL_EVERY validate every N epochs (best kept)      [4]
 #   FRAMES    "01 02" (ED and ES) or "01" (ED only)    [01 02]
 #   TRAIN_IDS / VAL_IDS  patient number ranges         [1..48] / [49..60]
 #   SEED      seed of crops and augmentation           [0]
 #   EXTRA     more `logonet train` arguments (e.g. "--init pretrain.safetensors")
+#
+# To ship less data: DATA may hold only the end-diastole files (patient*_frame01_{image,label}.nii.gz,
+# 38 MiB) with FRAMES=01; labels.json is optional.
 #
 # Outputs in $OUT: run/ (model.safetensors bundle, best_model.safetensors, checkpoint.safetensors,
 # train_log.jsonl, train_log.csv), pred/ (validation predictions), eval/ (one `logonet eval` table per case),
@@ -32,15 +35,15 @@ set -euo pipefail
 BIN=${BIN:-target/release/logonet}
 DATA=${DATA:-${LOGONET_DATA:-/work/shared/data}/acdc_cardiac_mri}
 OUT=${OUT:-acdc_out}
-MINUTES=${MINUTES:-6}
+MINUTES=${MINUTES:-5.5}
 EPOCHS=${EPOCHS:-200}
 MODEL=${MODEL:-logonet-tiny}
 CROP=${CROP:-128,128,32}
 BATCH=${BATCH:-2}
 SAMPLES=${SAMPLES:-2}
-STEPS=${STEPS:-24}
+STEPS=${STEPS:-16}
 LR=${LR:-1e-3}
-VAL_EVERY=${VAL_EVERY:-5}
+VAL_EVERY=${VAL_EVERY:-4}
 FRAMES=${FRAMES:-01 02}
 TRAIN_IDS=${TRAIN_IDS:-$(seq -s ' ' 1 48)}
 VAL_IDS=${VAL_IDS:-$(seq -s ' ' 49 60)}
@@ -75,6 +78,11 @@ link() { # link SET ID...
 }
 n_train=$(link train $TRAIN_IDS)
 n_val=$(link val $VAL_IDS)
+LABELS=$DATA/labels.json
+if [ ! -f "$LABELS" ]; then
+    LABELS=$OUT/labels.json
+    printf '{"1": "right_ventricle_cavity", "2": "left_ventricle_myocardium", "3": "left_ventricle_cavity"}\n' >"$LABELS"
+fi
 echo "split: $n_train training / $n_val validation volumes (symlinks in $OUT/split)"
 [ "$n_train" -gt 0 ] && [ "$n_val" -gt 0 ] || { echo "no ACDC cases found in $DATA" >&2; exit 2; }
 
@@ -92,9 +100,9 @@ t1=$(date +%s)
 # Validation through the product path: predict each validation volume with the bundle, then `logonet eval`.
 for img in "$OUT"/split/val/*_image.nii.gz; do
     c=$(basename "$img" _image.nii.gz)
-    "$BIN" predict -i "$img" -o "$OUT/pred/${c}_pred.nii.gz" -m "$OUT/run/model.safetensors" >/dev/null 2>&1
+    "$BIN" predict -i "$img" -o "$OUT/pred/${c}_pred.nii.gz" -m "$OUT/run/model.safetensors" >>"$OUT/pred/predict.log" 2>&1
     "$BIN" eval --pred "$OUT/pred/${c}_pred.nii.gz" --gt "$OUT/split/val/${c}_label.nii.gz" \
-        --labels "$DATA/labels.json" --no-surface >"$OUT/eval/${c}.txt"
+        --labels "$LABELS" --no-surface >"$OUT/eval/${c}.txt"
 done
 t2=$(date +%s)
 
