@@ -217,6 +217,52 @@ impl Trainer {
         })
     }
 
+    /// Re-draws every convolution weight and bias from PyTorch's default `U(-1/√fan_in, 1/√fan_in)` (the
+    /// network's own initialisation) with a seeded RNG, so a run is reproducible end to end (candle's CPU RNG
+    /// cannot be seeded). Constant-initialised tensors (norms, layer scales, running statistics) are kept.
+    /// Call before [`Trainer::init_from`]. Returns how many tensors were re-drawn.
+    pub fn seed_init(&mut self, seed: u64) -> Result<usize> {
+        use rand::{Rng as _, SeedableRng as _};
+        let data = self.varmap.data().lock().map_err(|_| Error::Checkpoint {
+            msg: "variable map lock poisoned".into(),
+        })?;
+        let fan_in = |dims: &[usize]| dims[1..].iter().product::<usize>();
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        let mut redrawn = 0;
+        for name in names {
+            let var = &data[name];
+            let dims = var.dims().to_vec();
+            let fan = if dims.len() >= 2 {
+                Some(fan_in(&dims))
+            } else if let Some(stem) = name.strip_suffix(".bias") {
+                data.get(&format!("{stem}.weight"))
+                    .filter(|w| w.dims().len() >= 2)
+                    .map(|w| fan_in(w.dims()))
+            } else {
+                None
+            };
+            let Some(fan) = fan.filter(|&f| f > 0) else {
+                continue;
+            };
+            let bound = 1.0 / (fan as f32).sqrt();
+            // One stream per name (FNV-1a), so the draw does not depend on the map's order.
+            let stream = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(stream);
+            let n: usize = dims.iter().product();
+            let values: Vec<f32> = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
+            let t = Tensor::from_vec(values, dims, &Device::Cpu)?
+                .to_dtype(var.dtype())?
+                .to_device(var.device())?;
+            var.set(&t)?;
+            redrawn += 1;
+        }
+        Ok(redrawn)
+    }
+
     /// Fine-tuning: loads every tensor of `weights` (a bundle's or a reference state dict) whose name and shape
     /// match; the rest keeps its fresh initialisation (a new head when the class count changes). With
     /// `freeze_loaded` the loaded parameters are frozen. Returns what was loaded and a note for the event

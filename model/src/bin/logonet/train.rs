@@ -12,8 +12,6 @@ use logonet::train::data::prepare_case;
 use logonet::train::trainer::{ScheduleKind, TrainConfig, TrainEvent, Trainer};
 use logonet::train::{AugmentConfig, LoaderConfig, Sample};
 use logonet::volume::LabelTable;
-use candle_core::Tensor;
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,6 +92,9 @@ pub struct Args {
     /// Seed of initialisation-independent randomness (crops, augmentation, case order).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Seed the network's random initialisation too (reproducible runs; default: unseeded).
+    #[arg(long)]
+    pub init_seed: Option<u64>,
     /// Background loader threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -175,34 +176,6 @@ fn parse_crop(s: &str) -> anyhow::Result<[usize; 3]> {
     }
 }
 
-/// Reads the initial weights of `--init`: a bundle, a `logonet train` checkpoint (its network part), a
-/// `logonet pretrain` checkpoint (the projection head dropped) or a plain state dict. Returns the tensors and a
-/// description of the source.
-fn read_init(path: &Path) -> anyhow::Result<(HashMap<String, Tensor>, String)> {
-    if let Ok(b) = Bundle::load(path) {
-        return Ok((b.tensors, format!("bundle '{}'", b.meta.name)));
-    }
-    let file = logonet::infer::bundle::resolve_path(path);
-    if let Ok(c) = Checkpoint::load(&file) {
-        return Ok((
-            c.model,
-            format!("training checkpoint at epoch {}", c.meta.next_epoch),
-        ));
-    }
-    let mut tensors = candle_core::safetensors::load(&file, &candle_core::Device::Cpu)
-        .with_context(|| format!("cannot read initial weights {}", file.display()))?;
-    let head = logonet::pretrain::finetune::HEAD_PREFIX;
-    let before = tensors.len();
-    tensors.retain(|k, _| !k.starts_with(head));
-    let dropped = before - tensors.len();
-    let what = if dropped > 0 {
-        format!("pre-training checkpoint (projection head '{head}*': {dropped} tensors dropped)")
-    } else {
-        "state dict".to_string()
-    };
-    Ok((tensors, what))
-}
-
 /// Writes the bundle of the trainer's current weights.
 fn write_bundle(
     t: &Trainer,
@@ -223,6 +196,15 @@ fn write_bundle(
     let tensors = checkpoint::state_dict(t.varmap())?;
     Bundle { meta, tensors }.save(path)?;
     Ok(())
+}
+
+/// Prints a line above the progress bar, or on stderr when the bar is hidden (not a terminal).
+fn say(bar: &ProgressBar, line: impl AsRef<str>) {
+    if bar.is_hidden() {
+        eprintln!("{}", line.as_ref());
+    } else {
+        bar.println(line);
+    }
 }
 
 /// Runs `logonet train`.
@@ -323,13 +305,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ..Default::default()
         };
         let mut t = Trainer::new(&net, cfg, &dev)?;
+        if let Some(seed) = args.init_seed {
+            t.seed_init(seed)?;
+        }
         notes.push(format!(
             "{} training / {} validation cases, crop {crop:?}",
             train.len(),
             val.len()
         ));
         if let Some(init) = &args.init {
-            let (weights, what) = read_init(init)?;
+            let w = checkpoint::read_initial_weights(init)?;
+            let (weights, what) = (w.tensors, w.source);
             let (report, note) = t
                 .init_from(&weights)
                 .with_context(|| format!("--init {}", init.display()))?;
@@ -345,7 +331,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "{} tensors of {} are not in the network (ignored), e.g. {}",
                     report.unused.len(),
                     init.display(),
-                    report.unused.iter().take(4).cloned().collect::<Vec<_>>().join(", ")
+                    report
+                        .unused
+                        .iter()
+                        .take(4)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             if args.freeze {
@@ -429,12 +421,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } => {
                 steps_per_epoch = *s;
                 bar.set_length(((epochs - start_epoch) * s) as u64);
-                bar.println(format!(
-                    "{net}: {trainable_params} trainable parameters, {} train / {} validation cases, {s} steps per epoch",
-                    cases.0, cases.1
-                ));
+                say(
+                    &bar,
+                    format!(
+                        "{net}: {trainable_params} trainable parameters, {} train / {} validation cases, {s} steps per epoch",
+                        cases.0, cases.1
+                    ),
+                );
             }
-            TrainEvent::Note { message } => bar.println(message),
+            TrainEvent::Note { message } => say(&bar, message),
             TrainEvent::Step {
                 epoch,
                 step,
@@ -456,9 +451,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 epoch,
                 mean_loss,
                 lr,
-                ..
+                secs,
             } => {
                 writeln!(csv, "epoch,{epoch},,,{mean_loss},{lr},,")?;
+                if bar.is_hidden() {
+                    eprintln!("epoch {epoch}: mean loss {mean_loss:.4}, lr {lr:.2e}, {secs:.1} s");
+                }
             }
             TrainEvent::Validation {
                 epoch,
@@ -467,19 +465,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ..
             } => {
                 writeln!(csv, "validation,{epoch},,,,,,{mean_dice}")?;
-                bar.println(format!(
-                    "epoch {epoch}: validation Dice {mean_dice:.4}{}",
-                    if *best { " (best)" } else { "" }
-                ));
+                say(
+                    &bar,
+                    format!(
+                        "epoch {epoch}: validation Dice {mean_dice:.4}{}",
+                        if *best { " (best)" } else { "" }
+                    ),
+                );
             }
             TrainEvent::Saved { .. } => {}
             TrainEvent::Finished { best, epochs } => {
-                bar.println(match best {
-                    Some((d, e)) => format!(
-                        "finished {epochs} epochs; best validation Dice {d:.4} at epoch {e}"
-                    ),
-                    None => format!("finished {epochs} epochs"),
-                });
+                say(
+                    &bar,
+                    match best {
+                        Some((d, e)) => format!(
+                            "finished {epochs} epochs; best validation Dice {d:.4} at epoch {e}"
+                        ),
+                        None => format!("finished {epochs} epochs"),
+                    },
+                );
             }
         }
     }
