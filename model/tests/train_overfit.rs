@@ -1,21 +1,20 @@
-//! A small network must overfit the synthetic phantom: the full trainer (loader threads, AdamW, schedule,
-//! validation with sliding windows, checkpoint, resume) on a 40×40×32 phantom with five labels.
-//! Slow on 2 cores (minutes): `cargo test -p logonet --test train_overfit -- --ignored`.
+//! A small network must overfit a synthetic phantom: the full trainer (loader thread, DiceCE, AdamW, validation
+//! with a sliding window) on a 32³ phantom with three organs must reach a training Dice above 0.9 on every
+//! organ. Initialisation ([`Trainer::seed_init`]) and crops are seeded, so the run is reproducible.
 
 use logonet::job::CancelToken;
 use logonet::nets::NetConfig;
-use logonet::train::checkpoint::Checkpoint;
 use logonet::train::trainer::{ScheduleKind, TrainConfig, TrainEvent, Trainer};
 use logonet::train::{AdamWConfig, AugmentConfig, LoaderConfig, Sample};
 use logonet::volume::phantom::{PhantomConfig, phantom};
 use std::sync::Arc;
 
-/// The phantom with intensities windowed to 0..1 (−175..250 HU) and labels reduced to
-/// 0 background, 1 spleen, 2 kidneys, 3 liver, 4 aorta/IVC (the rest background).
+/// The 32³ phantom (12×12×7.5 mm voxels: the whole 384×384×240 mm field of view) windowed to 0..1
+/// (−175..250 HU), labels reduced to 0 background, 1 spleen, 2 kidneys, 3 liver (the rest background).
 fn phantom_sample(seed: u64) -> Sample {
     let (img, lab) = phantom(&PhantomConfig {
-        dims: [40, 40, 32],
-        spacing_mm: [9.0, 7.0, 7.5],
+        dims: [32, 32, 32],
+        spacing_mm: [12.0, 12.0, 7.5],
         seed,
         noise_hu: 5.0,
     });
@@ -31,33 +30,50 @@ fn phantom_sample(seed: u64) -> Sample {
             1 => 1,
             2 | 3 => 2,
             6 => 3,
-            8 | 9 => 4,
             _ => 0,
         })
         .collect();
     Sample::new(image, label, 1, img.dims).unwrap()
 }
 
+fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
 #[test]
-#[ignore = "trains for minutes on 2 cores; run with --ignored"]
-fn tiny_logonet_overfits_the_phantom() {
+#[ignore = "FAILS as of 2026-11-23 02:58 UTC: after 100 steps Dice liver 0.79-0.86, kidneys 0-0.32, spleen 0; needs more steps or another setup (OF_EPOCHS, OF_LR, OF_NET env vars)"]
+fn tiny_ulkanet_overfits_the_phantom() {
     let dev = candle_core::Device::Cpu;
-    let sample = phantom_sample(3);
-    let net = NetConfig::from_name("logonet-tiny")
+    // Two phantoms per step (BatchNorm needs more than one value per channel at the 1³ bottleneck).
+    let cases: Vec<Sample> = (0..env_or("OF_VOLS", 2u64))
+        .map(|s| phantom_sample(3 + s))
+        .collect();
+    for sample in &cases {
+        let counts: Vec<usize> = (0..4)
+            .map(|c| sample.label.iter().filter(|&&l| l == c).count())
+            .collect();
+        eprintln!("voxels per label {counts:?}");
+        assert!(counts.iter().all(|&n| n > 20), "{counts:?}");
+    }
+    let epochs: usize = env_or("OF_EPOCHS", 100);
+    let net = NetConfig::from_name(&env_or("OF_NET", "ulkanet-tiny".to_string()))
         .unwrap()
-        .with_out_channels(5);
+        .with_out_channels(4);
     let cfg = TrainConfig {
-        epochs: 120,
+        epochs,
         schedule: ScheduleKind::Constant,
         optimizer: AdamWConfig {
-            lr: 3e-3,
+            lr: env_or("OF_LR", 5e-3),
             ..Default::default()
         },
         loader: LoaderConfig {
-            batch_volumes: 1,
+            batch_volumes: cases.len(),
             augment: AugmentConfig {
                 crop_size: [32; 3],
-                num_samples: 2,
+                num_samples: env_or("OF_SAMPLES", 1),
                 ..Default::default()
             }
             .crops_only(),
@@ -66,26 +82,28 @@ fn tiny_logonet_overfits_the_phantom() {
             prefetch: 2,
             steps_per_epoch: Some(1),
         },
-        val_every: 40,
+        val_every: env_or("OF_VAL", 25),
         sliding_window: logonet::infer::SlidingWindowConfig {
             roi_size: [32; 3],
             ..Default::default()
         },
-        checkpoint_every: 40,
+        checkpoint_every: 0,
         ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let mut t = Trainer::new(&net, cfg, &dev).unwrap();
+    assert!(t.seed_init(5).unwrap() > 10);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let train = Arc::new(vec![sample.clone()]);
+    let train = Arc::new(cases.clone());
     let mut best_calls = 0;
     let mut save_best = |_: &Trainer, _: usize| {
         best_calls += 1;
         Ok(())
     };
+    let t0 = std::time::Instant::now();
     t.run(
         Arc::clone(&train),
-        std::slice::from_ref(&sample),
+        &cases,
         dir.path(),
         &tx,
         &CancelToken::new(),
@@ -96,72 +114,35 @@ fn tiny_logonet_overfits_the_phantom() {
     let events: Vec<TrainEvent> = rx.iter().collect();
     let losses: Vec<f64> = events
         .iter()
-        .filter_map(|e| {
-            if let TrainEvent::Step { loss, .. } = e {
-                Some(*loss)
-            } else {
-                None
-            }
+        .filter_map(|e| match e {
+            TrainEvent::Step { loss, .. } => Some(*loss),
+            _ => None,
         })
         .collect();
-    assert_eq!(losses.len(), 120);
-    let dice: Vec<f64> = events
+    let dice: Vec<Vec<Option<f64>>> = events
         .iter()
-        .filter_map(|e| {
-            if let TrainEvent::Validation { mean_dice, .. } = e {
-                Some(*mean_dice)
-            } else {
-                None
-            }
+        .filter_map(|e| match e {
+            TrainEvent::Validation { per_label, .. } => Some(per_label.clone()),
+            _ => None,
         })
         .collect();
     eprintln!(
-        "loss first {:.4} last {:.4}; validation Dice {dice:?}",
-        losses[0], losses[119]
-    );
-    assert!(
-        losses[119] < 0.5 * losses[0],
-        "loss did not fall: {} -> {}",
+        "{:.1} s; loss first {:.4} last {:.4}; validation Dice {dice:?}",
+        t0.elapsed().as_secs_f64(),
         losses[0],
-        losses[119]
+        losses[epochs - 1]
     );
-    let v = t
-        .validate(std::slice::from_ref(&sample), &CancelToken::new())
-        .unwrap();
+    assert_eq!(losses.len(), epochs);
+    assert!(losses[epochs - 1] < 0.5 * losses[0]);
+    let v = t.validate(&cases, &CancelToken::new()).unwrap();
     eprintln!("train Dice per label {:?}", v.per_label);
-    assert!(v.mean > 0.9, "train Dice {} <= 0.9", v.mean);
+    for (c, d) in v.per_label.iter().enumerate() {
+        let d = d.unwrap();
+        assert!(
+            d > 0.9,
+            "label {c}: train Dice {d} <= 0.9 ({:?})",
+            v.per_label
+        );
+    }
     assert!(best_calls >= 1);
-
-    // Resume: the checkpoint restores weights, optimizer and schedule; one more epoch runs from epoch 120.
-    let ckpt = Checkpoint::load(&dir.path().join("checkpoint.safetensors")).unwrap();
-    assert_eq!(ckpt.meta.next_epoch, 120);
-    let mut r = Trainer::resume(&ckpt, &dev).unwrap();
-    let v2 = r
-        .validate(std::slice::from_ref(&sample), &CancelToken::new())
-        .unwrap();
-    assert!(
-        (v2.mean - v.mean).abs() < 1e-9,
-        "resumed weights differ: {} vs {}",
-        v2.mean,
-        v.mean
-    );
-    r.set_epochs(121);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    r.run(
-        train,
-        &[],
-        dir.path(),
-        &tx,
-        &CancelToken::new(),
-        &mut |_: &Trainer, _| Ok(()),
-    )
-    .unwrap();
-    drop(tx);
-    assert_eq!(
-        rx.iter()
-            .filter(|e| matches!(e, TrainEvent::Step { .. }))
-            .count(),
-        1
-    );
-    assert_eq!(r.next_epoch(), 121);
 }

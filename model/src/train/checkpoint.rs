@@ -191,3 +191,54 @@ pub fn load_weights(
     }
     Ok(report)
 }
+
+/// Initial weights for fine-tuning, read by [`read_initial_weights`].
+#[derive(Clone, Debug)]
+pub struct InitialWeights {
+    /// Network tensors by reference name.
+    pub tensors: HashMap<String, Tensor>,
+    /// What the file was ("bundle 'name'", "training checkpoint at epoch 12", ...).
+    pub source: String,
+    /// Tensors of a pre-training projection head (`pre_train_proj.*`) that were dropped.
+    pub dropped_head: usize,
+}
+
+/// Reads the starting weights of a fine-tuning run from `path` (a `.safetensors` file, or a folder holding
+/// `model.safetensors`): a model bundle, a training checkpoint (its network part), a `logonet pretrain`
+/// checkpoint (its projection head [`crate::pretrain::finetune::HEAD_PREFIX`] dropped, the trunk kept) or a
+/// plain state dict under reference names (`logonet convert` output).
+pub fn read_initial_weights(path: &Path) -> Result<InitialWeights> {
+    let file = crate::infer::bundle::resolve_path(path);
+    if let Ok(b) = crate::infer::Bundle::load(&file) {
+        return Ok(InitialWeights {
+            tensors: b.tensors,
+            source: format!("bundle '{}'", b.meta.name),
+            dropped_head: 0,
+        });
+    }
+    if let Ok(c) = Checkpoint::load(&file) {
+        return Ok(InitialWeights {
+            tensors: c.model,
+            source: format!("training checkpoint at epoch {}", c.meta.next_epoch),
+            dropped_head: 0,
+        });
+    }
+    let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu)
+        .map_err(|e| Error::format(format!("cannot read initial weights ({e})"), &file))?;
+    let head = crate::pretrain::finetune::HEAD_PREFIX;
+    let before = tensors.len();
+    tensors.retain(|k, _| !k.starts_with(head));
+    let dropped_head = before - tensors.len();
+    let source = if dropped_head > 0 {
+        format!(
+            "pre-training checkpoint (projection head '{head}*': {dropped_head} tensors dropped)"
+        )
+    } else {
+        "state dict".to_string()
+    };
+    Ok(InitialWeights {
+        tensors,
+        source,
+        dropped_head,
+    })
+}

@@ -191,6 +191,7 @@ pub struct Trainer {
     next_epoch: usize,
     global_step: u64,
     best: Option<(f64, usize)>,
+    deadline: Option<Instant>,
 }
 
 impl Trainer {
@@ -212,7 +213,54 @@ impl Trainer {
             next_epoch: 0,
             global_step: 0,
             best: None,
+            deadline: None,
         })
+    }
+
+    /// Re-draws every convolution weight and bias from PyTorch's default `U(-1/√fan_in, 1/√fan_in)` (the
+    /// network's own initialisation) with a seeded RNG, so a run is reproducible end to end (candle's CPU RNG
+    /// cannot be seeded). Constant-initialised tensors (norms, layer scales, running statistics) are kept.
+    /// Call before [`Trainer::init_from`]. Returns how many tensors were re-drawn.
+    pub fn seed_init(&mut self, seed: u64) -> Result<usize> {
+        use rand::{Rng as _, SeedableRng as _};
+        let data = self.varmap.data().lock().map_err(|_| Error::Checkpoint {
+            msg: "variable map lock poisoned".into(),
+        })?;
+        let fan_in = |dims: &[usize]| dims[1..].iter().product::<usize>();
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        let mut redrawn = 0;
+        for name in names {
+            let var = &data[name];
+            let dims = var.dims().to_vec();
+            let fan = if dims.len() >= 2 {
+                Some(fan_in(&dims))
+            } else if let Some(stem) = name.strip_suffix(".bias") {
+                data.get(&format!("{stem}.weight"))
+                    .filter(|w| w.dims().len() >= 2)
+                    .map(|w| fan_in(w.dims()))
+            } else {
+                None
+            };
+            let Some(fan) = fan.filter(|&f| f > 0) else {
+                continue;
+            };
+            let bound = 1.0 / (fan as f32).sqrt();
+            // One stream per name (FNV-1a), so the draw does not depend on the map's order.
+            let stream = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(stream);
+            let n: usize = dims.iter().product();
+            let values: Vec<f32> = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
+            let t = Tensor::from_vec(values, dims, &Device::Cpu)?
+                .to_dtype(var.dtype())?
+                .to_device(var.device())?;
+            var.set(&t)?;
+            redrawn += 1;
+        }
+        Ok(redrawn)
     }
 
     /// Fine-tuning: loads every tensor of `weights` (a bundle's or a reference state dict) whose name and shape
@@ -285,6 +333,12 @@ impl Trainer {
     /// Lets a resumed run go on for more epochs than first planned (the schedule keeps its own horizon).
     pub fn set_epochs(&mut self, epochs: usize) {
         self.config.epochs = epochs;
+    }
+
+    /// A wall-clock budget: [`Trainer::run`] stops at the end of the first epoch that ends after `deadline`
+    /// (writing the checkpoint, so `--resume` can go on later). Not part of the checkpoint.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     /// Freezes named parameters (their optimizer state is dropped).
@@ -499,13 +553,25 @@ impl Trainer {
             self.schedule.step();
             self.next_epoch = epoch + 1;
             let every = self.config.checkpoint_every;
+            let out_of_time = self.deadline.is_some_and(|d| Instant::now() >= d)
+                && self.next_epoch < self.config.epochs;
             if self.next_epoch == self.config.epochs
+                || out_of_time
                 || (every > 0 && self.next_epoch.is_multiple_of(every))
             {
                 self.checkpoint()?.save(&ckpt_path)?;
                 emit(TrainEvent::Saved {
                     path: ckpt_path.clone(),
                 });
+            }
+            if out_of_time {
+                emit(TrainEvent::Note {
+                    message: format!(
+                        "time limit reached after epoch {epoch}; stopping ({} of {} epochs done; --resume goes on)",
+                        self.next_epoch, self.config.epochs
+                    ),
+                });
+                break;
             }
         }
         emit(TrainEvent::Finished {

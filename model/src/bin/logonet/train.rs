@@ -43,9 +43,10 @@ pub struct Args {
     /// Random crops per volume (reference 5).
     #[arg(long, default_value_t = 5)]
     pub samples: usize,
-    /// Crop and sliding-window size (reference 96).
-    #[arg(long, default_value_t = 96)]
-    pub crop: usize,
+    /// Crop and sliding-window size: `N` (a cube, reference 96) or `X,Y,Z` (X = Y when rotations are on);
+    /// each a multiple of the network's input multiple (32 for the presets). Smaller volumes are zero-padded.
+    #[arg(long, default_value = "96")]
+    pub crop: String,
     /// Learning rate (reference 1e-4; 2e-4 for fine-tuning).
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
@@ -55,17 +56,28 @@ pub struct Args {
     /// Validate every N epochs (0 = never).
     #[arg(long, default_value_t = 1)]
     pub val_every: usize,
-    /// Validation cases held out from the end of the case list when the dataset has no explicit split.
+    /// Validation cases held out from the end of the case list (when --val-data is not given).
     #[arg(long, default_value_t = 1)]
     pub val_cases: usize,
+    /// A separate labelled dataset folder for validation (then --data is used whole for training).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Wall-clock budget in minutes: stop at the end of the first epoch past it (checkpoint written; the
+    /// bundle is the best validated model, or the last weights).
+    #[arg(long)]
+    pub time_limit_min: Option<f64>,
+    /// Turn the random flips, rotations and intensity changes off (crops only).
+    #[arg(long)]
+    pub no_augment: bool,
     /// Optimizer steps per epoch (default: one pass over the training volumes).
     #[arg(long)]
     pub steps_per_epoch: Option<usize>,
     /// Continue the run in --out from its checkpoint.safetensors.
     #[arg(long)]
     pub resume: bool,
-    /// Fine-tune from a model bundle or reference state dict (.safetensors); the head is re-initialised when
-    /// the class count differs.
+    /// Fine-tune from a model bundle, a reference state dict, a `logonet pretrain` checkpoint (its projection
+    /// head `pre_train_proj.*` is dropped) or a `logonet train` checkpoint (.safetensors, or a folder holding
+    /// one); tensors whose shape differs (the output head when the class count changes) are re-initialised.
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// Freeze every weight loaded with --init (the reference's `--freeze yes`).
@@ -80,6 +92,9 @@ pub struct Args {
     /// Seed of initialisation-independent randomness (crops, augmentation, case order).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Seed the network's random initialisation too (reproducible runs; default: unseeded).
+    #[arg(long)]
+    pub init_seed: Option<u64>,
     /// Background loader threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -103,20 +118,17 @@ fn recipe(name: &str) -> anyhow::Result<Preprocess> {
     })
 }
 
-/// Loads and preprocesses the dataset: (train, validation, label table).
-fn load_cases(
-    args: &Args,
-    recipe: &Preprocess,
-) -> anyhow::Result<(Vec<Sample>, Vec<Sample>, LabelTable)> {
-    let ds = logonet::volume::dataset::discover(&args.data)?;
+/// Loads and preprocesses the labelled cases of a dataset folder, with their label table.
+fn load_folder(dir: &Path, recipe: &Preprocess) -> anyhow::Result<(Vec<Sample>, LabelTable)> {
+    let ds = logonet::volume::dataset::discover(dir)?;
     let labelled: Vec<_> = ds.cases.iter().filter(|c| c.label.is_some()).collect();
     anyhow::ensure!(
         !labelled.is_empty(),
         "no labelled case found in {}",
-        args.data.display()
+        dir.display()
     );
     let bar = ProgressBar::new(labelled.len() as u64);
-    bar.set_message("preprocessing");
+    bar.set_message(format!("preprocessing {}", dir.display()));
     let mut samples = Vec::with_capacity(labelled.len());
     for case in &labelled {
         let image = logonet::volume::io::load_image(&case.image)?;
@@ -128,13 +140,40 @@ fn load_cases(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    Ok((samples, ds.labels))
+}
+
+/// Loads and preprocesses the dataset: (train, validation, label table).
+fn load_cases(
+    args: &Args,
+    recipe: &Preprocess,
+) -> anyhow::Result<(Vec<Sample>, Vec<Sample>, LabelTable)> {
+    let (mut samples, labels) = load_folder(&args.data, recipe)?;
+    if let Some(v) = &args.val_data {
+        let (val, _) = load_folder(v, recipe)?;
+        return Ok((samples, val, labels));
+    }
     let n_val = if samples.len() > 1 && args.val_every > 0 {
         args.val_cases.min(samples.len() - 1)
     } else {
         0
     };
     let val = samples.split_off(samples.len() - n_val);
-    Ok((samples, val, ds.labels))
+    Ok((samples, val, labels))
+}
+
+/// `N` or `X,Y,Z`.
+fn parse_crop(s: &str) -> anyhow::Result<[usize; 3]> {
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--crop '{s}' is not N or X,Y,Z"))?;
+    match v.as_slice() {
+        [n] if *n > 0 => Ok([*n; 3]),
+        [x, y, z] if *x > 0 && *y > 0 && *z > 0 => Ok([*x, *y, *z]),
+        _ => anyhow::bail!("--crop '{s}' is not N or X,Y,Z (positive)"),
+    }
 }
 
 /// Writes the bundle of the trainer's current weights.
@@ -159,8 +198,18 @@ fn write_bundle(
     Ok(())
 }
 
+/// Prints a line above the progress bar, or on stderr when the bar is hidden (not a terminal).
+fn say(bar: &ProgressBar, line: impl AsRef<str>) {
+    if bar.is_hidden() {
+        eprintln!("{}", line.as_ref());
+    } else {
+        bar.println(line);
+    }
+}
+
 /// Runs `logonet train`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let dev = device(args.cuda)?;
     let recipe = recipe(&args.recipe)?;
     std::fs::create_dir_all(&args.out)
@@ -186,6 +235,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
     }
 
+    let crop = parse_crop(&args.crop)?;
     let ckpt_path = args.out.join("checkpoint.safetensors");
     let mut notes = Vec::new();
     let mut trainer = if args.resume {
@@ -207,6 +257,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let net = NetConfig::from_name(name)?
             .with_out_channels(classes)
             .with_in_channels(1);
+        let multiple = net.input_multiple();
+        anyhow::ensure!(
+            crop.iter().all(|c| c % multiple == 0),
+            "--crop {crop:?}: every size must be a multiple of {multiple} for {}",
+            net.describe()
+        );
+        anyhow::ensure!(
+            args.no_augment || crop[0] == crop[1],
+            "--crop {crop:?}: rotations in the (X, Y) plane need X = Y (or --no-augment)"
+        );
         let schedule = match args.schedule.as_str() {
             "warmup-cosine" | "warmup_cosine" => ScheduleKind::WarmupCosine,
             "constant" | "none" => ScheduleKind::Constant,
@@ -223,10 +283,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             },
             loader: LoaderConfig {
                 batch_volumes: args.batch,
-                augment: AugmentConfig {
-                    crop_size: [args.crop; 3],
-                    num_samples: args.samples,
-                    ..Default::default()
+                augment: {
+                    let a = AugmentConfig {
+                        crop_size: crop,
+                        num_samples: args.samples,
+                        ..Default::default()
+                    };
+                    if args.no_augment { a.crops_only() } else { a }
                 },
                 seed: args.seed,
                 workers: args.workers,
@@ -235,35 +298,62 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             },
             val_every: args.val_every,
             sliding_window: logonet::infer::SlidingWindowConfig {
-                roi_size: [args.crop; 3],
+                roi_size: crop,
                 ..Default::default()
             },
             freeze_loaded: args.freeze,
             ..Default::default()
         };
         let mut t = Trainer::new(&net, cfg, &dev)?;
+        if let Some(seed) = args.init_seed {
+            t.seed_init(seed)?;
+        }
+        notes.push(format!(
+            "{} training / {} validation cases, crop {crop:?}",
+            train.len(),
+            val.len()
+        ));
         if let Some(init) = &args.init {
-            let weights = match Bundle::load(init) {
-                Ok(b) => b.tensors,
-                Err(_) => candle_core::safetensors::load(
-                    logonet::infer::bundle::resolve_path(init),
-                    &candle_core::Device::Cpu,
-                )
-                .with_context(|| format!("cannot read initial weights {}", init.display()))?,
-            };
-            let (report, note) = t.init_from(&weights)?;
+            let w = checkpoint::read_initial_weights(init)?;
+            let (weights, what) = (w.tensors, w.source);
+            let (report, note) = t
+                .init_from(&weights)
+                .with_context(|| format!("--init {}", init.display()))?;
             notes.push(format!(
-                "initialised {} tensors from {}",
+                "initialised {} of {} network tensors from the {what} {}",
                 report.loaded.len(),
+                report.loaded.len() + report.missing.len() + report.shape_mismatch.len(),
                 init.display()
             ));
             notes.extend(note);
+            if !report.unused.is_empty() {
+                notes.push(format!(
+                    "{} tensors of {} are not in the network (ignored), e.g. {}",
+                    report.unused.len(),
+                    init.display(),
+                    report
+                        .unused
+                        .iter()
+                        .take(4)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             if args.freeze {
                 notes.push(format!("{} loaded tensors frozen", report.loaded.len()));
             }
         }
         t
     };
+
+    if let Some(m) = args.time_limit_min {
+        anyhow::ensure!(
+            m.is_finite() && m > 0.0,
+            "--time-limit-min must be positive"
+        );
+        trainer.set_deadline(Some(started + std::time::Duration::from_secs_f64(m * 60.0)));
+    }
 
     // The trainer runs on its own thread; this one draws progress and writes the logs.
     let (tx, rx) = crossbeam_channel::unbounded::<TrainEvent>();
@@ -331,12 +421,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } => {
                 steps_per_epoch = *s;
                 bar.set_length(((epochs - start_epoch) * s) as u64);
-                bar.println(format!(
-                    "{net}: {trainable_params} trainable parameters, {} train / {} validation cases, {s} steps per epoch",
-                    cases.0, cases.1
-                ));
+                say(
+                    &bar,
+                    format!(
+                        "{net}: {trainable_params} trainable parameters, {} train / {} validation cases, {s} steps per epoch",
+                        cases.0, cases.1
+                    ),
+                );
             }
-            TrainEvent::Note { message } => bar.println(message),
+            TrainEvent::Note { message } => say(&bar, message),
             TrainEvent::Step {
                 epoch,
                 step,
@@ -358,9 +451,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 epoch,
                 mean_loss,
                 lr,
-                ..
+                secs,
             } => {
                 writeln!(csv, "epoch,{epoch},,,{mean_loss},{lr},,")?;
+                if bar.is_hidden() {
+                    eprintln!("epoch {epoch}: mean loss {mean_loss:.4}, lr {lr:.2e}, {secs:.1} s");
+                }
             }
             TrainEvent::Validation {
                 epoch,
@@ -369,19 +465,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ..
             } => {
                 writeln!(csv, "validation,{epoch},,,,,,{mean_dice}")?;
-                bar.println(format!(
-                    "epoch {epoch}: validation Dice {mean_dice:.4}{}",
-                    if *best { " (best)" } else { "" }
-                ));
+                say(
+                    &bar,
+                    format!(
+                        "epoch {epoch}: validation Dice {mean_dice:.4}{}",
+                        if *best { " (best)" } else { "" }
+                    ),
+                );
             }
             TrainEvent::Saved { .. } => {}
             TrainEvent::Finished { best, epochs } => {
-                bar.println(match best {
-                    Some((d, e)) => format!(
-                        "finished {epochs} epochs; best validation Dice {d:.4} at epoch {e}"
-                    ),
-                    None => format!("finished {epochs} epochs"),
-                });
+                say(
+                    &bar,
+                    match best {
+                        Some((d, e)) => format!(
+                            "finished {epochs} epochs; best validation Dice {d:.4} at epoch {e}"
+                        ),
+                        None => format!("finished {epochs} epochs"),
+                    },
+                );
             }
         }
     }
