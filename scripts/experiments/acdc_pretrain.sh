@@ -12,11 +12,13 @@
 #
 # Environment (defaults in brackets):
 #   BIN [target/release/logonet]   DATA [$LOGONET_DATA/acdc_cardiac_mri]   OUT [out/acdc_pretrain]
+#   PRE_DATA [DATA] (folder whose images are pre-trained on; labels there are ignored)
 #   THREADS [nproc]  BUDGET_S [560]  MODEL [tiny]  CROP [32]  SEED [0]
 #   TRAIN_PATIENTS ["001 002 003 004"]   VAL_PATIENTS ["049 ... 060"]
 #   pre-training: CLUSTERERS [20]  K_MIN [80]  K_MAX [500]  PRE_EPOCHS [4]  CROPS_PER_VOLUME [4]
 #                 NO_MASK [0] (1 = the no-masking ablation)  PRE_BATCH [] (empty = the CLI default)
-#   fine-tuning and scratch (identical but for --init): FT_EPOCHS [30]  FT_STEPS [8]  FT_LR [2e-4]
+#   fine-tuning and scratch (identical but for --init; constant LR as the reference's fine-tuning):
+#                 FT_EPOCHS [30]  FT_STEPS [8]  FT_LR [2e-4]
 #   STAGE_TIMEOUT_S [BUDGET_S]  (hard limit of one command)
 # Ablations: NO_MASK=1; CLUSTERERS=1 vs CLUSTERERS=20 (use another OUT for each).
 set -euo pipefail
@@ -48,6 +50,7 @@ START=$(date +%s)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 DATA=$(cd "$DATA" && pwd)
+PRE_DATA=$(cd "${PRE_DATA:-$DATA}" && pwd)
 [ -x "$BIN" ] || { echo "BIN=$BIN is not an executable (build: cargo build --release -p logonet --bin logonet)" >&2; exit 2; }
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 LOG="$OUT/run.log"
@@ -101,7 +104,9 @@ run_stage() {
   echo "-- $stage: $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
 }
 
-PRE_ARGS=(pretrain --data "$DATA" --model "$MODEL" --crop "$CROP" --intensity zscore
+# --out-channels 4: the trunk has the fine-tuning class count (background, RV, MYO, LV), so every trunk tensor
+# loads in `train --init` (with the reference's 14 the nets' last convolutions would be re-initialised).
+PRE_ARGS=(pretrain --data "$PRE_DATA" --model "$MODEL" --crop "$CROP" --intensity zscore --out-channels 4
   --clusterers "$CLUSTERERS" --k-min "$K_MIN" --k-max "$K_MAX" --epochs "$PRE_EPOCHS"
   --crops-per-volume "$CROPS_PER_VOLUME" --seed "$SEED" --out "$OUT/pretrain")
 [ "$NO_MASK" = 1 ] && PRE_ARGS+=(--no-mask)
@@ -111,7 +116,7 @@ run_stage pretrain 60 "$BIN" "${PRE_ARGS[@]}"
 # Fine-tuning and scratch: the same command but for --init. Validation (sliding window on the $NVAL validation
 # volumes) only after the last epoch.
 TRAIN_ARGS=(train --data "$LAB" --model "$MODEL" --crop "$CROP" --recipe mri --epochs "$FT_EPOCHS"
-  --warmup-epochs 2 --steps-per-epoch "$FT_STEPS" --batch 2 --samples 2 --lr "$FT_LR"
+  --schedule constant --steps-per-epoch "$FT_STEPS" --batch 2 --samples 2 --lr "$FT_LR"
   --val-every "$FT_EPOCHS" --val-cases "$NVAL" --seed "$SEED" --workers 2)
 run_stage finetune 60 "$BIN" "${TRAIN_ARGS[@]}" --init "$OUT/pretrain/pretrain.safetensors" --out "$OUT/finetune"
 run_stage scratch 60 "$BIN" "${TRAIN_ARGS[@]}" --out "$OUT/scratch"

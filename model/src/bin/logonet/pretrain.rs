@@ -20,6 +20,11 @@ pub struct Args {
     /// Network whose trunk is pre-trained: tiny (LoGoNet-tiny, 32³ crops), ulkanet-s, logonet-s, logonet-l.
     #[arg(long, default_value = "tiny")]
     model: String,
+    /// Output channels of the trunk (the segmentation classes of the network to fine-tune; the reference
+    /// pre-trains with 14, BTCV's). With the fine-tuning class count every trunk tensor loads in
+    /// `logonet train --init`; otherwise the nets' last convolutions are re-initialised there.
+    #[arg(long, default_value_t = 14)]
+    out_channels: usize,
     /// Number of k-means clusterers (the paper: 1, 20, 40, 80).
     #[arg(long, default_value_t = 20)]
     clusterers: usize,
@@ -118,7 +123,10 @@ fn write_npy(path: &std::path::Path, a: &ndarray::Array2<f32>) -> anyhow::Result
 
 /// Runs `logonet pretrain`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let net = net_config(&args.model)?;
+    anyhow::ensure!(args.out_channels >= 1, "--out-channels must be at least 1");
+    let net = net_config(&args.model)?
+        .with_out_channels(args.out_channels)
+        .with_in_channels(1);
     let edge = args
         .crop
         .unwrap_or(if args.model == "tiny" { 32 } else { 96 });
