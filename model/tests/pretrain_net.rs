@@ -185,6 +185,7 @@ fn batch_and_crop_are_checked_before_any_work() {
         class_size: None,
         epochs: 1,
         batch: 1,
+        time_limit_secs: None,
         optim: Default::default(),
         seed: 1,
     };
@@ -232,6 +233,7 @@ fn short_pretraining_run_writes_a_loadable_checkpoint() {
         class_size: None,
         epochs: 1,
         batch: 2,
+        time_limit_secs: None,
         optim: Default::default(),
         seed: 1,
     };

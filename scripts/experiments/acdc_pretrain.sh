@@ -15,7 +15,8 @@
 #   PRE_DATA [DATA] (folder whose images are pre-trained on; labels there are ignored)
 #   THREADS [nproc]  BUDGET_S [560]  MODEL [tiny]  CROP [32]  SEED [0]
 #   TRAIN_PATIENTS ["001 002 003 004"]   VAL_PATIENTS ["049 ... 060"]
-#   pre-training: CLUSTERERS [20]  K_MIN [80]  K_MAX [500]  PRE_EPOCHS [4]  CROPS_PER_VOLUME [4]
+#   pre-training: CLUSTERERS [20]  K_MIN [80]  K_MAX [500]  PRE_EPOCHS [50]  CROPS_PER_VOLUME [4]
+#                 PRE_TIME_S [300] (training stops after this many seconds, checkpoint of the last step kept)
 #                 NO_MASK [0] (1 = the no-masking ablation)  PRE_BATCH [] (empty = the CLI default)
 #   fine-tuning and scratch (identical but for --init; constant LR as the reference's fine-tuning):
 #                 FT_EPOCHS [30]  FT_STEPS [8]  FT_LR [2e-4]
@@ -36,7 +37,8 @@ VAL_PATIENTS=${VAL_PATIENTS:-"049 050 051 052 053 054 055 056 057 058 059 060"}
 CLUSTERERS=${CLUSTERERS:-20}
 K_MIN=${K_MIN:-80}
 K_MAX=${K_MAX:-500}
-PRE_EPOCHS=${PRE_EPOCHS:-4}
+PRE_EPOCHS=${PRE_EPOCHS:-50}
+PRE_TIME_S=${PRE_TIME_S:-300}
 CROPS_PER_VOLUME=${CROPS_PER_VOLUME:-4}
 NO_MASK=${NO_MASK:-0}
 PRE_BATCH=${PRE_BATCH:-}
@@ -108,10 +110,10 @@ run_stage() {
 # loads in `train --init` (with the reference's 14 the nets' last convolutions would be re-initialised).
 PRE_ARGS=(pretrain --data "$PRE_DATA" --model "$MODEL" --crop "$CROP" --intensity zscore --out-channels 4
   --clusterers "$CLUSTERERS" --k-min "$K_MIN" --k-max "$K_MAX" --epochs "$PRE_EPOCHS"
-  --crops-per-volume "$CROPS_PER_VOLUME" --seed "$SEED" --out "$OUT/pretrain")
+  --crops-per-volume "$CROPS_PER_VOLUME" --time-limit-s "$PRE_TIME_S" --seed "$SEED" --out "$OUT/pretrain")
 [ "$NO_MASK" = 1 ] && PRE_ARGS+=(--no-mask)
 [ -n "$PRE_BATCH" ] && PRE_ARGS+=(--batch "$PRE_BATCH")
-run_stage pretrain 60 "$BIN" "${PRE_ARGS[@]}"
+run_stage pretrain $((PRE_TIME_S + 60)) "$BIN" "${PRE_ARGS[@]}"
 
 # Fine-tuning and scratch: the same command but for --init. Validation (sliding window on the $NVAL validation
 # volumes) only after the last epoch.
@@ -129,7 +131,8 @@ pre = json.loads((out / "pretrain" / "pretrain.json").read_text())
 cfg = pre["config"]
 steps = pre.get("step_losses", [])
 print(f"pre-training: {pre['crops']} crops {cfg['crop']}, {len(pre['ks'])} clusterers (k {min(pre['ks'])}..{max(pre['ks'])}), "
-      f"mask {'off' if cfg['mask'] is None else cfg['mask']}, {cfg['epochs']} epochs of batch {cfg.get('batch', 1)}; "
+      f"mask {'off' if cfg['mask'] is None else cfg['mask']}, {len(pre['epochs'])} of {cfg['epochs']} epochs "
+      f"({len(steps)} steps of batch {cfg.get('batch', 1)}{', stopped by the time limit' if pre.get('stopped_by_time_limit') else ''}); "
       f"epoch losses {[round(e['mean_loss'], 4) for e in pre['epochs']]}"
       + (f", first/last step {steps[0]:.4f}/{steps[-1]:.4f}" if steps else ""))
 print()
@@ -147,6 +150,6 @@ for run in ["scratch", "finetune"]:
     f = lambda x: "-" if x is None else f"{x:.4f}"
     n = (out / "labelled" / "VAL_CASES").read_text().strip()
     print(f"| {run} | {n} | {v['mean_dice']:.4f} | {f(pl[1])} | {f(pl[2])} | {f(pl[3])} | "
-          f"{f(sum(fg) / len(fg) if fg else None)} | {v['epoch']} |")
+          f"{f(sum(fg) / len(fg) if fg else None)} | {v['epoch'] + 1} |")
 EOF
 echo "== times (wall, CPU):" | tee -a "$LOG"; cat "$OUT/times.txt" | tee -a "$LOG"

@@ -42,6 +42,10 @@ pub struct PretrainConfig {
     /// Crops per optimizer step (the reference: 1 per GPU on 96³ crops).
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Stop after the first step that ends past this many seconds of training (the checkpoint then holds the
+    /// weights after that step); `None` = run every epoch.
+    #[serde(default)]
+    pub time_limit_secs: Option<f64>,
     /// Optimizer settings.
     pub optim: AdamWConfig,
     /// Seed of the masking draws and the crop order.
@@ -113,6 +117,9 @@ pub struct PretrainOutcome {
     pub ks: Vec<usize>,
     /// Per-epoch losses.
     pub epochs: Vec<EpochStats>,
+    /// Whether the time limit stopped the run before its last epoch ended.
+    #[serde(default)]
+    pub stopped_by_time_limit: bool,
     /// Loss of every optimizer step, in order.
     #[serde(default)]
     pub step_losses: Vec<f64>,
@@ -226,6 +233,7 @@ pub fn pretrain(
         crops: crops.len(),
         ks: bank.meta.ks.clone(),
         epochs: Vec::new(),
+        stopped_by_time_limit: false,
         step_losses: Vec::new(),
         checkpoint: checkpoint.clone(),
     };
@@ -234,11 +242,19 @@ pub fn pretrain(
     let steps = crops.len().div_ceil(batch);
     let total = (cfg.epochs * steps) as u64;
     let mut order: Vec<usize> = (0..crops.len()).collect();
+    let run_start = std::time::Instant::now();
     for epoch in 1..=cfg.epochs {
         let start = std::time::Instant::now();
         order.shuffle(&mut rng);
-        let mut sum = 0.0;
+        let (mut sum, mut done) = (0.0, 0usize);
         for step in 0..steps {
+            if cfg
+                .time_limit_secs
+                .is_some_and(|t| run_start.elapsed().as_secs_f64() >= t)
+            {
+                outcome.stopped_by_time_limit = true;
+                break;
+            }
             cancel.check()?;
             let idx: Vec<usize> = (0..batch)
                 .map(|j| order[(step * batch + j) % order.len()])
@@ -262,6 +278,7 @@ pub fn pretrain(
                 ));
             }
             sum += value;
+            done += 1;
             outcome.step_losses.push(value);
             opt.backward_step(&loss)?;
             progress.report(ProgressEvent {
@@ -272,7 +289,7 @@ pub fn pretrain(
         }
         outcome.epochs.push(EpochStats {
             epoch,
-            mean_loss: sum / steps as f64,
+            mean_loss: sum / done.max(1) as f64,
             duration_secs: start.elapsed().as_secs_f64(),
         });
         let meta = HashMap::from([
@@ -289,6 +306,9 @@ pub fn pretrain(
         let json = serde_json::to_vec_pretty(&outcome)
             .map_err(|e| Error::invalid("pretrain", e.to_string()))?;
         crate::error::write_atomic(&out_dir.join("pretrain.json"), &json)?;
+        if outcome.stopped_by_time_limit {
+            break;
+        }
     }
     Ok(outcome)
 }

@@ -82,6 +82,9 @@ pub struct Args {
     /// With --kmeans-only: also write the slice matrix as .npy (for scripts/kmeans_sklearn_compare.py).
     #[arg(long)]
     dump_slices: Option<PathBuf>,
+    /// Stop training (not clustering) after this many seconds, saving the checkpoint of the last step.
+    #[arg(long)]
+    time_limit_s: Option<f64>,
     /// Learning rate.
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
@@ -162,6 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         class_size: None,
         epochs: args.epochs,
         batch,
+        time_limit_secs: args.time_limit_s,
         optim: AdamWConfig {
             lr: args.lr,
             ..AdamWConfig::default()
@@ -245,6 +249,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "epoch {}: loss {:.5} ({:.1} s)",
             e.epoch, e.mean_loss, e.duration_secs
         );
+    }
+    if outcome.stopped_by_time_limit {
+        println!("stopped by --time-limit-s after {} steps", outcome.step_losses.len());
     }
     println!("checkpoint: {}", outcome.checkpoint.display());
     Ok(())
