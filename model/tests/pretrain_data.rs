@@ -8,12 +8,22 @@ use rand::SeedableRng as _;
 #[test]
 fn zscore_matches_the_training_recipe() {
     let values: Vec<f32> = (0..500)
-        .map(|i| if i % 7 == 0 { 0.0 } else { (i as f32 * 0.37).sin() * 3.0 + 5.0 })
+        .map(|i| {
+            if i % 7 == 0 {
+                0.0
+            } else {
+                (i as f32 * 0.37).sin() * 3.0 + 5.0
+            }
+        })
         .collect();
     let mut ours = values.clone();
     data::scale(&mut ours, Intensity::ZScore);
-    let mut img =
-        ImageVolume::new(values.clone(), [500, 1, 1], logonet::volume::Affine::identity()).expect("volume");
+    let mut img = ImageVolume::new(
+        values.clone(),
+        [500, 1, 1],
+        logonet::volume::Affine::identity(),
+    )
+    .expect("volume");
     logonet::volume::transforms::z_score(&mut img, true);
     for (a, b) in ours.iter().zip(&img.data) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
@@ -25,7 +35,11 @@ fn zscore_matches_the_training_recipe() {
         .filter(|(_, v)| **v != 0.0)
         .map(|(o, _)| *o as f64)
         .collect();
-    assert!(ours.iter().zip(&values).all(|(o, v)| *v != 0.0 || *o == 0.0));
+    assert!(
+        ours.iter()
+            .zip(&values)
+            .all(|(o, v)| *v != 0.0 || *o == 0.0)
+    );
     let mean = nz.iter().sum::<f64>() / nz.len() as f64;
     let sd = (nz.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / nz.len() as f64).sqrt();
     assert!(mean.abs() < 1e-5 && (sd - 1.0).abs() < 1e-4, "{mean} {sd}");

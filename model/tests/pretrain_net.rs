@@ -159,7 +159,9 @@ fn ulkanet_pretrain_net_uses_the_concat() {
 fn batch_and_crop_are_checked_before_any_work() {
     let net = NetConfig::from_name("logonet-tiny").unwrap();
     // 32³ with batch 1: one value per channel at the 1/32 bottleneck -> clear error, not a BatchNorm failure.
-    let err = trainer::check_batch_shape(&net, [32; 3], 1).unwrap_err().to_string();
+    let err = trainer::check_batch_shape(&net, [32; 3], 1)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("batch of 2 or more"), "{err}");
     assert!(err.contains("64³"), "{err}");
     trainer::check_batch_shape(&net, [32; 3], 2).unwrap();

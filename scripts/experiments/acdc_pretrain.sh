@@ -19,7 +19,7 @@
 #                 PRE_TIME_S [300] (training stops after this many seconds, checkpoint of the last step kept)
 #                 NO_MASK [0] (1 = the no-masking ablation)  PRE_BATCH [] (empty = the CLI default)
 #   fine-tuning and scratch (identical but for --init; constant LR as the reference's fine-tuning):
-#                 FT_EPOCHS [30]  FT_STEPS [8]  FT_LR [2e-4]
+#                 FT_EPOCHS [30]  FT_STEPS [8]  FT_LR [2e-4]  FT_EST_S [240] (expected seconds of one run)
 #   STAGE_TIMEOUT_S [BUDGET_S]  (hard limit of one command)
 # Ablations: NO_MASK=1; CLUSTERERS=1 vs CLUSTERERS=20 (use another OUT for each).
 set -euo pipefail
@@ -45,6 +45,7 @@ PRE_BATCH=${PRE_BATCH:-}
 FT_EPOCHS=${FT_EPOCHS:-30}
 FT_STEPS=${FT_STEPS:-8}
 FT_LR=${FT_LR:-2e-4}
+FT_EST_S=${FT_EST_S:-240}
 STAGE_TIMEOUT_S=${STAGE_TIMEOUT_S:-$BUDGET_S}
 
 export RAYON_NUM_THREADS=$THREADS
@@ -120,8 +121,8 @@ run_stage pretrain $((PRE_TIME_S + 60)) "$BIN" "${PRE_ARGS[@]}"
 TRAIN_ARGS=(train --data "$LAB" --model "$MODEL" --crop "$CROP" --recipe mri --epochs "$FT_EPOCHS"
   --schedule constant --steps-per-epoch "$FT_STEPS" --batch 2 --samples 2 --lr "$FT_LR"
   --val-every "$FT_EPOCHS" --val-cases "$NVAL" --seed "$SEED" --workers 2)
-run_stage finetune 60 "$BIN" "${TRAIN_ARGS[@]}" --init "$OUT/pretrain/pretrain.safetensors" --out "$OUT/finetune"
-run_stage scratch 60 "$BIN" "${TRAIN_ARGS[@]}" --out "$OUT/scratch"
+run_stage finetune "$FT_EST_S" "$BIN" "${TRAIN_ARGS[@]}" --init "$OUT/pretrain/pretrain.safetensors" --out "$OUT/finetune"
+run_stage scratch "$FT_EST_S" "$BIN" "${TRAIN_ARGS[@]}" --out "$OUT/scratch"
 
 # Results table.
 python3 - "$OUT" <<'EOF' | tee "$OUT/results.md"

@@ -69,7 +69,10 @@ pub fn bottleneck_stride(net: &NetConfig) -> usize {
 /// crop leaves one value, so it needs batch ≥ 2 (or crops of 64³).
 pub fn check_batch_shape(net: &NetConfig, crop: [usize; 3], batch: usize) -> Result<()> {
     if batch == 0 {
-        return Err(Error::invalid("pretrain", "the batch size must be at least 1"));
+        return Err(Error::invalid(
+            "pretrain",
+            "the batch size must be at least 1",
+        ));
     }
     net.check_input(&[batch, net.in_channels(), crop[0], crop[1], crop[2]])?;
     let s = bottleneck_stride(net);
@@ -274,7 +277,10 @@ pub fn pretrain(
             if !value.is_finite() {
                 return Err(Error::invalid(
                     "pretrain",
-                    format!("the loss became {value} at epoch {epoch}, step {}", step + 1),
+                    format!(
+                        "the loss became {value} at epoch {epoch}, step {}",
+                        step + 1
+                    ),
                 ));
             }
             sum += value;

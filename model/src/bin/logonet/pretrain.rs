@@ -225,11 +225,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => match ClustererBank::load(&saved) {
             Ok(b) if b.meta.config == kmeans && b.meta.slice_dims == [edge, edge] => {
-                eprintln!(
-                    "reusing {} clusterers from {}",
-                    b.len(),
-                    saved.display()
-                );
+                eprintln!("reusing {} clusterers from {}", b.len(), saved.display());
                 Some(b)
             }
             _ => None,
@@ -251,7 +247,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if outcome.stopped_by_time_limit {
-        println!("stopped by --time-limit-s after {} steps", outcome.step_losses.len());
+        println!(
+            "stopped by --time-limit-s after {} steps",
+            outcome.step_losses.len()
+        );
     }
     println!("checkpoint: {}", outcome.checkpoint.display());
     Ok(())
