@@ -156,7 +156,55 @@ fn ulkanet_pretrain_net_uses_the_concat() {
 }
 
 #[test]
-#[ignore = "known failure: batch 1 on 32^3 crops reaches a [1, 64, 1, 1, 1] bottleneck and batch_norm_train rejects 1 value per channel; needs batch >= 2 or larger crops in trainer"]
+fn batch_and_crop_are_checked_before_any_work() {
+    let net = NetConfig::from_name("logonet-tiny").unwrap();
+    // 32³ with batch 1: one value per channel at the 1/32 bottleneck -> clear error, not a BatchNorm failure.
+    let err = trainer::check_batch_shape(&net, [32; 3], 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("batch of 2 or more"), "{err}");
+    assert!(err.contains("64³"), "{err}");
+    trainer::check_batch_shape(&net, [32; 3], 2).unwrap();
+    trainer::check_batch_shape(&net, [64, 32, 32], 1).unwrap();
+    trainer::check_batch_shape(&net, [96; 3], 1).unwrap();
+    assert!(trainer::check_batch_shape(&net, [48; 3], 2).is_err());
+    assert!(trainer::check_batch_shape(&net, [32; 3], 0).is_err());
+    assert_eq!(trainer::min_batch(&net, [32; 3]), 2);
+    assert_eq!(trainer::min_batch(&net, [64; 3]), 1);
+    assert_eq!(trainer::min_batch(&net, [96; 3]), 1);
+    // pretrain() itself refuses before touching the output folder.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never");
+    let crops = vec![Crop {
+        dims: [32; 3],
+        data: vec![0.5; 32 * 32 * 32],
+    }];
+    let cfg = PretrainConfig {
+        net,
+        crop: [32; 3],
+        mask: Some(MaskConfig::default()),
+        kmeans: KMeansConfig::default(),
+        class_size: None,
+        epochs: 1,
+        batch: 1,
+        time_limit_secs: None,
+        optim: Default::default(),
+        seed: 1,
+    };
+    let r = trainer::pretrain(
+        &crops,
+        &cfg,
+        None,
+        &out,
+        &Device::Cpu,
+        &NoProgress,
+        &CancelToken::new(),
+    );
+    assert!(r.is_err());
+    assert!(!out.exists());
+}
+
+#[test]
 fn short_pretraining_run_writes_a_loadable_checkpoint() {
     let mut rng = 0u64;
     let mut next = || {
@@ -186,6 +234,8 @@ fn short_pretraining_run_writes_a_loadable_checkpoint() {
         },
         class_size: None,
         epochs: 1,
+        batch: 2,
+        time_limit_secs: None,
         optim: Default::default(),
         seed: 1,
     };
@@ -201,6 +251,7 @@ fn short_pretraining_run_writes_a_loadable_checkpoint() {
     )
     .unwrap();
     assert_eq!(out.epochs.len(), 1);
+    assert_eq!(out.step_losses.len(), 1, "2 crops, batch 2: one step");
     let loss = out.epochs[0].mean_loss;
     assert!(loss.is_finite() && loss > 0.0 && loss < 20.0, "loss {loss}");
     let ck = candle_core::safetensors::load(&out.checkpoint, &Device::Cpu).unwrap();

@@ -15,6 +15,9 @@ pub enum Intensity {
     Ct,
     /// MRI and anything without absolute units: the volume's 0.5 and 99.5 percentiles → 0..1, clipped.
     Percentile,
+    /// Z-score over the non-zero voxels (zeros stay 0), as `Preprocess::mri` (`logonet train --recipe mri`)
+    /// does: pre-training then sees what fine-tuning will. Values are not bounded to 0..1.
+    ZScore,
 }
 
 /// One crop `[X, Y, Z]`, C order over (x, y, z), values in 0..1.
@@ -101,6 +104,20 @@ pub fn scale(data: &mut [f32], intensity: Intensity) {
             let range = (hi - lo).max(f32::EPSILON);
             data.iter_mut()
                 .for_each(|v| *v = ((*v - lo) / range).clamp(0.0, 1.0));
+        }
+        Intensity::ZScore => {
+            // The same two-pass statistics as `volume::transforms::z_score(.., nonzero = true)`.
+            let nonzero = || data.iter().filter(|v| **v != 0.0).map(|&v| v as f64);
+            let n = nonzero().count();
+            if n == 0 {
+                return;
+            }
+            let mean = nonzero().sum::<f64>() / n as f64;
+            let var = nonzero().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+            let sd = if var > 0.0 { var.sqrt() } else { 1.0 };
+            data.iter_mut()
+                .filter(|v| **v != 0.0)
+                .for_each(|v| *v = ((*v as f64 - mean) / sd) as f32);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The pre-training loop (reference `pretrain/training_2.py` with `--pretrain_v 2`): k-means pseudo-labels on
 //! the unmasked crops, slice-sequence masking of the input, `ClusteringLoss2` on the masked slices, AdamW
-//! (lr 1e-4, weight decay 1e-5, no schedule), batch 1.
+//! (lr 1e-4, weight decay 1e-5, no schedule), batch 1 (the reference, on 96³ crops; smaller crops need a larger
+//! batch, see [`check_batch_shape`]).
 //!
 //! Outputs in the output folder: `clusterers/` (the k-means bank), `pretrain.safetensors` (every variable of
 //! the network under the reference's names, the head under `pre_train_proj.*`; written atomically after each
@@ -38,10 +39,63 @@ pub struct PretrainConfig {
     pub class_size: Option<usize>,
     /// Passes over the crops.
     pub epochs: usize,
+    /// Crops per optimizer step (the reference: 1 per GPU on 96³ crops).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Stop after the first step that ends past this many seconds of training (the checkpoint then holds the
+    /// weights after that step); `None` = run every epoch.
+    #[serde(default)]
+    pub time_limit_secs: Option<f64>,
     /// Optimizer settings.
     pub optim: AdamWConfig,
     /// Seed of the masking draws and the crop order.
     pub seed: u64,
+}
+
+fn default_batch() -> usize {
+    1
+}
+
+/// Stride of the deepest feature map of `net` (32 for the 4-stage presets): every spatial input size must be
+/// a multiple of it.
+pub fn bottleneck_stride(net: &NetConfig) -> usize {
+    net.input_multiple()
+}
+
+/// Checks that `net` can be trained on batches of `batch` crops of size `crop` **before** any work is done:
+/// every crop size a positive multiple of the bottleneck stride s (32), and at least 2 values per channel at
+/// the bottleneck (`batch · Π crop_i/s ≥ 2`), because batch normalisation in training mode (like PyTorch's)
+/// needs more than one value per channel. The reference trains with batch 1 on 96³ crops (27 values); a 32³
+/// crop leaves one value, so it needs batch ≥ 2 (or crops of 64³).
+pub fn check_batch_shape(net: &NetConfig, crop: [usize; 3], batch: usize) -> Result<()> {
+    if batch == 0 {
+        return Err(Error::invalid(
+            "pretrain",
+            "the batch size must be at least 1",
+        ));
+    }
+    net.check_input(&[batch, net.in_channels(), crop[0], crop[1], crop[2]])?;
+    let s = bottleneck_stride(net);
+    let values = batch * crop.iter().map(|c| c / s).product::<usize>();
+    if values < 2 {
+        return Err(Error::invalid(
+            "pretrain",
+            format!(
+                "a batch of {batch} crop(s) of {crop:?} leaves {values} value per channel at the network's \
+                 1/{s}-scale bottleneck, and batch normalisation in training needs at least 2: use a batch of \
+                 2 or more, or crops of {}³ or more",
+                2 * s
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The smallest batch size that [`check_batch_shape`] accepts for `crop` (1 for 64³ and 96³, 2 for 32³).
+pub fn min_batch(net: &NetConfig, crop: [usize; 3]) -> usize {
+    let s = bottleneck_stride(net).max(1);
+    let per_crop = crop.iter().map(|c| c / s).product::<usize>();
+    if per_crop >= 2 { 1 } else { 2 }
 }
 
 /// Loss of one epoch.
@@ -66,6 +120,12 @@ pub struct PretrainOutcome {
     pub ks: Vec<usize>,
     /// Per-epoch losses.
     pub epochs: Vec<EpochStats>,
+    /// Whether the time limit stopped the run before its last epoch ended.
+    #[serde(default)]
+    pub stopped_by_time_limit: bool,
+    /// Loss of every optimizer step, in order.
+    #[serde(default)]
+    pub step_losses: Vec<f64>,
     /// The checkpoint (`pretrain.safetensors`).
     pub checkpoint: PathBuf,
 }
@@ -116,6 +176,10 @@ pub fn pretrain(
             "pretrain",
             format!("need at least one crop, all of size {:?}", cfg.crop),
         ));
+    }
+    check_batch_shape(&cfg.net, cfg.crop, cfg.batch)?;
+    if cfg.epochs == 0 {
+        return Err(Error::invalid("pretrain", "need at least one epoch"));
     }
     std::fs::create_dir_all(out_dir)
         .map_err(|e| Error::io("cannot create output folder", e, out_dir))?;
@@ -172,37 +236,66 @@ pub fn pretrain(
         crops: crops.len(),
         ks: bank.meta.ks.clone(),
         epochs: Vec::new(),
+        stopped_by_time_limit: false,
+        step_losses: Vec::new(),
         checkpoint: checkpoint.clone(),
     };
-    let total = (cfg.epochs * crops.len()) as u64;
+    // Steps per epoch: every crop once; a short last batch is filled from the start of the epoch's order.
+    let batch = cfg.batch;
+    let steps = crops.len().div_ceil(batch);
+    let total = (cfg.epochs * steps) as u64;
     let mut order: Vec<usize> = (0..crops.len()).collect();
+    let run_start = std::time::Instant::now();
     for epoch in 1..=cfg.epochs {
         let start = std::time::Instant::now();
         order.shuffle(&mut rng);
-        let mut sum = 0.0;
-        for (n, &i) in order.iter().enumerate() {
+        let (mut sum, mut done) = (0.0, 0usize);
+        for step in 0..steps {
+            if cfg
+                .time_limit_secs
+                .is_some_and(|t| run_start.elapsed().as_secs_f64() >= t)
+            {
+                outcome.stopped_by_time_limit = true;
+                break;
+            }
             cancel.check()?;
-            let x = &inputs[i]; // [1, 1, X, Y, Z]
+            let idx: Vec<usize> = (0..batch)
+                .map(|j| order[(step * batch + j) % order.len()])
+                .collect();
+            let x = Tensor::cat(&idx.iter().map(|&i| &inputs[i]).collect::<Vec<_>>(), 0)?; // [B, 1, X, Y, Z]
+            let target = Tensor::cat(&idx.iter().map(|&i| &targets[i]).collect::<Vec<_>>(), 0)?; // [B, Z, C]
             let (xin, mask_vector) = match &cfg.mask {
                 Some(m) => {
-                    let (xm, mv) = mask::apply_mask(x, m, &mut draws)?;
+                    let (xm, mv) = mask::apply_mask(&x, m, &mut draws)?; // [B, 1, X, Y, Z], [B, Z]
                     (xm, Some(mv))
                 }
-                None => (x.clone(), None),
+                None => (x, None),
             };
-            let logits = net.forward_t(&xin, true)?; // [1, Z, C, K]
-            let loss = clustering_loss(&logits, &targets[i], mask_vector.as_ref())?;
-            sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let logits = net.forward_t(&xin, true)?; // [B, Z, C, K]
+            let loss = clustering_loss(&logits, &target, mask_vector.as_ref())?;
+            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !value.is_finite() {
+                return Err(Error::invalid(
+                    "pretrain",
+                    format!(
+                        "the loss became {value} at epoch {epoch}, step {}",
+                        step + 1
+                    ),
+                ));
+            }
+            sum += value;
+            done += 1;
+            outcome.step_losses.push(value);
             opt.backward_step(&loss)?;
             progress.report(ProgressEvent {
                 stage: "pre-training".into(),
-                done: ((epoch - 1) * crops.len() + n + 1) as u64,
+                done: ((epoch - 1) * steps + step + 1) as u64,
                 total,
             });
         }
         outcome.epochs.push(EpochStats {
             epoch,
-            mean_loss: sum / crops.len() as f64,
+            mean_loss: sum / done.max(1) as f64,
             duration_secs: start.elapsed().as_secs_f64(),
         });
         let meta = HashMap::from([
@@ -219,6 +312,9 @@ pub fn pretrain(
         let json = serde_json::to_vec_pretty(&outcome)
             .map_err(|e| Error::invalid("pretrain", e.to_string()))?;
         crate::error::write_atomic(&out_dir.join("pretrain.json"), &json)?;
+        if outcome.stopped_by_time_limit {
+            break;
+        }
     }
     Ok(outcome)
 }

@@ -20,6 +20,11 @@ pub struct Args {
     /// Network whose trunk is pre-trained: tiny (LoGoNet-tiny, 32³ crops), ulkanet-s, logonet-s, logonet-l.
     #[arg(long, default_value = "tiny")]
     model: String,
+    /// Output channels of the trunk (the segmentation classes of the network to fine-tune; the reference
+    /// pre-trains with 14, BTCV's). With the fine-tuning class count every trunk tensor loads in
+    /// `logonet train --init`; otherwise the nets' last convolutions are re-initialised there.
+    #[arg(long, default_value_t = 14)]
+    out_channels: usize,
     /// Number of k-means clusterers (the paper: 1, 20, 40, 80).
     #[arg(long, default_value_t = 20)]
     clusterers: usize,
@@ -47,10 +52,15 @@ pub struct Args {
     /// Crop edge in voxels (default 32 for tiny, 96 otherwise).
     #[arg(long)]
     crop: Option<usize>,
+    /// Crops per optimizer step (default: 1, the reference, or 2 where one crop leaves a single value per
+    /// channel at the network's bottleneck, as a 32³ crop does).
+    #[arg(long)]
+    batch: Option<usize>,
     /// Random crops per volume.
     #[arg(long, default_value_t = 4)]
     crops_per_volume: usize,
-    /// Intensity scaling: ct (−1000..1000 HU → 0..1) or percentile (MRI).
+    /// Intensity scaling: ct (−1000..1000 HU → 0..1), percentile (0.5/99.5 percentiles → 0..1) or zscore
+    /// (non-zero voxels to mean 0, sd 1: what `logonet train --recipe mri` feeds the network).
     #[arg(long, default_value = "ct")]
     intensity: String,
     /// Fraction of all slices each clusterer is fitted on.
@@ -62,7 +72,8 @@ pub struct Args {
     /// k-means passes over its subset.
     #[arg(long, default_value_t = 20)]
     kmeans_epochs: usize,
-    /// Use the clusterers saved in this folder instead of fitting new ones.
+    /// Use the clusterers saved in this folder instead of fitting new ones (default: the ones in OUT/clusterers
+    /// when they were fitted with the same settings on slices of the same size).
     #[arg(long)]
     clusterers_from: Option<PathBuf>,
     /// Only fit (and save) the clusterers, print their inertia and time, and stop.
@@ -71,6 +82,9 @@ pub struct Args {
     /// With --kmeans-only: also write the slice matrix as .npy (for scripts/kmeans_sklearn_compare.py).
     #[arg(long)]
     dump_slices: Option<PathBuf>,
+    /// Stop training (not clustering) after this many seconds, saving the checkpoint of the last step.
+    #[arg(long)]
+    time_limit_s: Option<f64>,
     /// Learning rate.
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
@@ -112,15 +126,22 @@ fn write_npy(path: &std::path::Path, a: &ndarray::Array2<f32>) -> anyhow::Result
 
 /// Runs `logonet pretrain`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let net = net_config(&args.model)?;
+    anyhow::ensure!(args.out_channels >= 1, "--out-channels must be at least 1");
+    let net = net_config(&args.model)?
+        .with_out_channels(args.out_channels)
+        .with_in_channels(1);
     let edge = args
         .crop
         .unwrap_or(if args.model == "tiny" { 32 } else { 96 });
     let crop = [edge; 3];
+    let batch = args.batch.unwrap_or_else(|| trainer::min_batch(&net, crop));
+    // Fail before any data is read or any clusterer fitted.
+    trainer::check_batch_shape(&net, crop, batch)?;
     let intensity = match args.intensity.as_str() {
         "ct" => Intensity::Ct,
         "percentile" | "mri" => Intensity::Percentile,
-        other => anyhow::bail!("unknown intensity scaling {other:?} (ct, percentile)"),
+        "zscore" => Intensity::ZScore,
+        other => anyhow::bail!("unknown intensity scaling {other:?} (ct, percentile, zscore)"),
     };
     let kmeans = KMeansConfig {
         n_clusterers: args.clusterers,
@@ -143,6 +164,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         kmeans: kmeans.clone(),
         class_size: None,
         epochs: args.epochs,
+        batch,
+        time_limit_secs: args.time_limit_s,
         optim: AdamWConfig {
             lr: args.lr,
             ..AdamWConfig::default()
@@ -194,17 +217,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let saved = args.out.join("clusterers");
     let bank = match &args.clusterers_from {
-        Some(dir) => Some(ClustererBank::load(dir)?),
-        None => None,
+        Some(dir) => Some(
+            ClustererBank::load(dir)
+                .with_context(|| format!("loading clusterers from {}", dir.display()))?,
+        ),
+        None => match ClustererBank::load(&saved) {
+            Ok(b) if b.meta.config == kmeans && b.meta.slice_dims == [edge, edge] => {
+                eprintln!("reusing {} clusterers from {}", b.len(), saved.display());
+                Some(b)
+            }
+            _ => None,
+        },
     };
     let device = candle_core::Device::Cpu;
     let outcome = trainer::pretrain(&crops, &cfg, bank, &args.out, &device, &bars, &cancel)?;
     bars.finish();
+    if let (Some(first), Some(last)) = (outcome.step_losses.first(), outcome.step_losses.last()) {
+        println!(
+            "{} steps of {batch} crop(s); loss of the first step {first:.5}, of the last {last:.5}",
+            outcome.step_losses.len()
+        );
+    }
     for e in &outcome.epochs {
         println!(
             "epoch {}: loss {:.5} ({:.1} s)",
             e.epoch, e.mean_loss, e.duration_secs
+        );
+    }
+    if outcome.stopped_by_time_limit {
+        println!(
+            "stopped by --time-limit-s after {} steps",
+            outcome.step_losses.len()
         );
     }
     println!("checkpoint: {}", outcome.checkpoint.display());
