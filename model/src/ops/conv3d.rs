@@ -201,6 +201,12 @@ fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
         .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
 }
 
+fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: T is f32 (checked by TypeId), so the slice is reinterpreted as itself.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}
+
 fn from_f32<T: Elem>(v: Vec<f32>) -> Vec<T> {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         let mut v = std::mem::ManuallyDrop::new(v);
@@ -224,6 +230,17 @@ pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
             && let Some(y) = super::conv3d_avx512::try_forward(xf, wf, bf, g)
         {
             return from_f32(y);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if g.cg == 1
+        && !gemm_forced()
+        && super::conv3d_avx512::depthwise::usable(g)
+        && let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
+    {
+        let bf = bias.and_then(as_f32);
+        if bias.is_none() || bf.is_some() {
+            return from_f32(super::conv3d_avx512::depthwise::forward(xf, wf, bf, g));
         }
     }
     if g.cg == 1 {
@@ -446,6 +463,14 @@ fn input_grad_col2im<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
 
 /// Weight gradient `dw [O, C/g, k]` from `x [N, C, i]` and `dy [N, O, out]`.
 pub(crate) fn weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    #[cfg(target_arch = "x86_64")]
+    if g.cg == 1
+        && !gemm_forced()
+        && super::conv3d_avx512::depthwise::usable(g)
+        && let (Some(xf), Some(dyf)) = (as_f32(x), as_f32(dy))
+    {
+        return from_f32(super::conv3d_avx512::depthwise::weight_grad(xf, dyf, g));
+    }
     if g.cg == 1 {
         weight_grad_direct(x, dy, g)
     } else if shifted_ok(g) && !gemm_forced() {
@@ -512,6 +537,17 @@ fn weight_grad_shifted<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
                     }
                 }
             });
+            #[cfg(target_arch = "x86_64")]
+            if super::conv3d_avx512::wgrad::available()
+                && let (Some(xf), Some(dyf), Some(af)) =
+                    (as_f32(&xp), as_f32(dy), as_f32_mut(&mut acc))
+            {
+                // Direct AVX-512 kernel on the position-major packed output gradient.
+                let dyt = super::conv3d_avx512::wgrad::pack_dy(dyf, g, b, z0, nz, hp, wp);
+                super::conv3d_avx512::wgrad::accumulate(xf, xlen, &dyt, kq, &offs, g, af);
+                z0 = z1;
+                continue;
+            }
             let mut dyp = vec![zero; g.o * kq];
             dyp.par_chunks_mut(kq).enumerate().for_each(|(oc, dst)| {
                 let src = &dy[(b * g.o + oc) * osp..][..osp];

@@ -11,6 +11,9 @@
 #![allow(clippy::needless_range_loop)]
 #![allow(unsafe_op_in_unsafe_fn)]
 
+pub(crate) mod depthwise;
+pub(crate) mod wgrad;
+
 use super::conv3d::Geom;
 use super::elem::SharedMut;
 use rayon::prelude::*;
