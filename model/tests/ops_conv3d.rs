@@ -273,6 +273,67 @@ fn depthwise_kernels_f32_and_f64() {
     }
 }
 
+/// Dense geometries that the channel-blocked AVX-512 kernel takes (groups 1, stride 1, >= 8 channels on
+/// both sides, so also the input gradient): each of its register shapes (16, 32 and 48 output channels per
+/// tile), channel counts that are not multiples of 16, rows shorter and longer than a position block,
+/// anisotropic kernels, dilation and padding, bias.
+#[test]
+fn dense_blocked_kernel_f32_and_f64() {
+    let p = |pad: [usize; 3], d: [usize; 3]| Conv3dParams {
+        stride: [1; 3],
+        padding: pad,
+        dilation: d,
+        groups: 1,
+    };
+    let cases = [
+        ([1, 9, 5, 6, 29], [10, 9, 3, 3, 3], p([1; 3], [1; 3])),
+        (
+            [1, 20, 4, 5, 13],
+            [33, 20, 3, 2, 3],
+            p([1, 2, 0], [1, 2, 1]),
+        ),
+        ([2, 16, 5, 7, 26], [32, 16, 3, 3, 3], p([2; 3], [2; 3])),
+        ([1, 8, 3, 4, 5], [8, 8, 1, 1, 1], p([0; 3], [1; 3])),
+        (
+            [1, 17, 6, 5, 40],
+            [40, 17, 2, 3, 5],
+            p([0, 1, 3], [2, 1, 1]),
+        ),
+    ];
+    for (i, (x, w, p)) in cases.into_iter().enumerate() {
+        let case = Case {
+            x,
+            w,
+            p,
+            bias: i % 2 == 0,
+        };
+        check_forward(&case, 600 + i as u64);
+        check_grads(&case, 700 + i as u64, 2);
+        check_grads_f32(&case, 800 + i as u64);
+    }
+}
+
+/// A volume large enough that the blocked kernel copies the input in several z-slabs (slab boundaries and
+/// the halo planes between them).
+#[test]
+fn dense_blocked_kernel_several_slabs() {
+    let case = Case {
+        x: [1, 8, 30, 128, 128],
+        w: [8, 8, 3, 1, 1],
+        p: Conv3dParams::iso(1, 0, 1, 1),
+        bias: true,
+    };
+    let case = Case {
+        p: Conv3dParams {
+            padding: [1, 0, 0],
+            ..case.p
+        },
+        ..case
+    };
+    check_forward(&case, 900);
+    check_grads_f32(&case, 901);
+}
+
 fn cases() -> Vec<Case> {
     let p = |s: [usize; 3], pad: [usize; 3], d: [usize; 3], g: usize| Conv3dParams {
         stride: s,
@@ -468,4 +529,37 @@ proptest! {
         check_grads(&case, seed, 2);
         check_grads_f32(&case, seed);
     }
+}
+
+/// Gradients are computed only for tensors that take part in autograd: with a plain (non-variable) input,
+/// the input gradient is skipped and the weight gradient is unchanged.
+#[test]
+fn input_gradient_skipped_for_constant_input() {
+    let case = Case {
+        x: [1, 2, 4, 5, 6],
+        w: [3, 2, 3, 3, 3],
+        p: Conv3dParams::iso(1, 1, 1, 1),
+        bias: false,
+    };
+    let xv = rand_vec(case.x.iter().product(), 1);
+    let wv = rand_vec(case.w.iter().product(), 2);
+    let x = tensor(&xv, case.x);
+    let wvar = Var::from_tensor(&tensor(&wv, case.w)).unwrap();
+    let xvar = Var::from_tensor(&x).unwrap();
+    let loss = |x: &Tensor| {
+        ops::conv3d(x, wvar.as_tensor(), None, &case.p)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let g_const = loss(&x).backward().unwrap();
+    assert!(g_const.get(&x).is_none());
+    let g_var = loss(xvar.as_tensor()).backward().unwrap();
+    assert!(g_var.get(xvar.as_tensor()).is_some());
+    let a = g_const.get(wvar.as_tensor()).unwrap();
+    let b = g_var.get(wvar.as_tensor()).unwrap();
+    let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
 }

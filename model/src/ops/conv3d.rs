@@ -195,6 +195,12 @@ fn gemm_forced() -> bool {
     *FORCED.get_or_init(|| std::env::var("LOGONET_CONV_GEMM").is_ok_and(|v| v == "1"))
 }
 
+/// `LOGONET_CONV_BLOCKED=0` disables the channel-blocked dense kernel (the row kernel runs instead).
+fn blocked_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("LOGONET_CONV_BLOCKED").is_ok_and(|v| v == "0"))
+}
+
 fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32 (checked by TypeId), so the slice is reinterpreted as itself.
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
@@ -219,6 +225,17 @@ fn from_f32<T: Elem>(v: Vec<f32>) -> Vec<T> {
 
 /// Forward conv: `y [N, O, out]`.
 pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+    #[cfg(target_arch = "x86_64")]
+    if !gemm_forced()
+        && !blocked_off()
+        && super::conv3d_avx512::blocked::usable(g)
+        && let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
+    {
+        let bf = bias.and_then(as_f32);
+        if bias.is_none() || bf.is_some() {
+            return from_f32(super::conv3d_avx512::blocked::forward(xf, wf, bf, g));
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if g.og >= 4
         && g.k[2] <= 16
@@ -819,29 +836,37 @@ impl Conv3dOp {
         Ok((st, shape))
     }
 
+    /// Input and weight gradients; each only when its tensor takes part in autograd (a variable or the
+    /// result of an op), so e.g. the first layer's input gradient (the image) is never computed.
     fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let xd = dims5(x.layout(), "conv3d input")?;
-        let dx = grad.apply_op2_no_bwd(
-            w,
-            &Conv3dInputGradOp {
-                p: self.p,
-                x_dims: xd,
-            },
-        )?;
+        let dx = match x.track_op() {
+            true => Some(grad.apply_op2_no_bwd(
+                w,
+                &Conv3dInputGradOp {
+                    p: self.p,
+                    x_dims: xd,
+                },
+            )?),
+            false => None,
+        };
         let wd = dims5(w.layout(), "conv3d weight")?;
-        let dw = x.apply_op2_no_bwd(
-            &grad,
-            &Conv3dWeightGradOp {
-                p: self.p,
-                w_dims: wd,
-            },
-        )?;
+        let dw = match w.track_op() {
+            true => Some(x.apply_op2_no_bwd(
+                &grad,
+                &Conv3dWeightGradOp {
+                    p: self.p,
+                    w_dims: wd,
+                },
+            )?),
+            false => None,
+        };
         Ok((dx, dw))
     }
 }
@@ -878,8 +903,7 @@ impl CustomOp2 for Conv3dOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, w, grad)?;
-        Ok((Some(dx), Some(dw)))
+        self.grads(x, w, grad)
     }
 }
 
@@ -923,7 +947,7 @@ impl CustomOp3 for Conv3dOp {
         let (dx, dw) = self.grads(x, w, grad)?;
         let (n, o, _, _, _) = grad.dims5()?;
         let db = grad.contiguous()?.reshape((n, o, ()))?.sum(2)?.sum(0)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, dw, Some(db)))
     }
 }
 
@@ -998,17 +1022,24 @@ impl CustomOp2 for Conv3dInputGradOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         // This op is linear in dy and w: d(dy) = conv3d(grad, w), d(w) = weight_grad(x = grad, dy = dy).
+        // Each only when its tensor takes part in autograd.
         let grad = grad.contiguous()?;
-        let ddy = grad.apply_op2_no_bwd(w, &Conv3dOp { p: self.p })?;
+        let ddy = match dy.track_op() {
+            true => Some(grad.apply_op2_no_bwd(w, &Conv3dOp { p: self.p })?),
+            false => None,
+        };
         let wd = dims5(w.layout(), "conv3d weight")?;
-        let dw = grad.apply_op2_no_bwd(
-            &dy.contiguous()?,
-            &Conv3dWeightGradOp {
-                p: self.p,
-                w_dims: wd,
-            },
-        )?;
-        Ok((Some(ddy), Some(dw)))
+        let dw = match w.track_op() {
+            true => Some(grad.apply_op2_no_bwd(
+                &dy.contiguous()?,
+                &Conv3dWeightGradOp {
+                    p: self.p,
+                    w_dims: wd,
+                },
+            )?),
+            false => None,
+        };
+        Ok((ddy, dw))
     }
 }
 

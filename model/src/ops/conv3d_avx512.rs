@@ -11,6 +11,7 @@
 #![allow(clippy::needless_range_loop)]
 #![allow(unsafe_op_in_unsafe_fn)]
 
+pub(crate) mod blocked;
 pub(crate) mod depthwise;
 pub(crate) mod wgrad;
 
