@@ -195,10 +195,11 @@ fn gemm_forced() -> bool {
     *FORCED.get_or_init(|| std::env::var("LOGONET_CONV_GEMM").is_ok_and(|v| v == "1"))
 }
 
-/// `LOGONET_CONV_BLOCKED=0` disables the channel-blocked dense kernel (the row kernel runs instead).
+/// The channel-blocked dense kernel is opt-in (`LOGONET_CONV_BLOCKED=1`) until its tests
+/// (`dense_blocked_kernel_*` in `tests/ops_conv3d.rs`) have been run; otherwise the row kernel runs.
 fn blocked_off() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var("LOGONET_CONV_BLOCKED").is_ok_and(|v| v == "0"))
+    *OFF.get_or_init(|| std::env::var("LOGONET_CONV_BLOCKED").map_or(true, |v| v != "1"))
 }
 
 fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
