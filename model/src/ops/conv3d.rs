@@ -199,7 +199,7 @@ fn gemm_forced() -> bool {
 /// (`dense_blocked_kernel_*` in `tests/ops_conv3d.rs`) have been run; otherwise the row kernel runs.
 fn blocked_off() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| std::env::var("LOGONET_CONV_BLOCKED").map_or(true, |v| v != "1"))
+    *OFF.get_or_init(|| !std::env::var("LOGONET_CONV_BLOCKED").is_ok_and(|v| v == "1"))
 }
 
 fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
