@@ -195,10 +195,23 @@ fn gemm_forced() -> bool {
     *FORCED.get_or_init(|| std::env::var("LOGONET_CONV_GEMM").is_ok_and(|v| v == "1"))
 }
 
+/// The channel-blocked dense kernel is opt-in (`LOGONET_CONV_BLOCKED=1`) until its tests
+/// (`dense_blocked_kernel_*` in `tests/ops_conv3d.rs`) have been run; otherwise the row kernel runs.
+fn blocked_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| !std::env::var("LOGONET_CONV_BLOCKED").is_ok_and(|v| v == "1"))
+}
+
 fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32 (checked by TypeId), so the slice is reinterpreted as itself.
     (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
         .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+fn as_f32_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: T is f32 (checked by TypeId), so the slice is reinterpreted as itself.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
 fn from_f32<T: Elem>(v: Vec<f32>) -> Vec<T> {
@@ -214,6 +227,17 @@ fn from_f32<T: Elem>(v: Vec<f32>) -> Vec<T> {
 /// Forward conv: `y [N, O, out]`.
 pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
     #[cfg(target_arch = "x86_64")]
+    if !gemm_forced()
+        && !blocked_off()
+        && super::conv3d_avx512::blocked::usable(g)
+        && let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
+    {
+        let bf = bias.and_then(as_f32);
+        if bias.is_none() || bf.is_some() {
+            return from_f32(super::conv3d_avx512::blocked::forward(xf, wf, bf, g));
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
     if g.og >= 4
         && g.k[2] <= 16
         && !gemm_forced()
@@ -224,6 +248,17 @@ pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -
             && let Some(y) = super::conv3d_avx512::try_forward(xf, wf, bf, g)
         {
             return from_f32(y);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if g.cg == 1
+        && !gemm_forced()
+        && super::conv3d_avx512::depthwise::usable(g)
+        && let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
+    {
+        let bf = bias.and_then(as_f32);
+        if bias.is_none() || bf.is_some() {
+            return from_f32(super::conv3d_avx512::depthwise::forward(xf, wf, bf, g));
         }
     }
     if g.cg == 1 {
@@ -446,6 +481,14 @@ fn input_grad_col2im<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
 
 /// Weight gradient `dw [O, C/g, k]` from `x [N, C, i]` and `dy [N, O, out]`.
 pub(crate) fn weight_grad<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    #[cfg(target_arch = "x86_64")]
+    if g.cg == 1
+        && !gemm_forced()
+        && super::conv3d_avx512::depthwise::usable(g)
+        && let (Some(xf), Some(dyf)) = (as_f32(x), as_f32(dy))
+    {
+        return from_f32(super::conv3d_avx512::depthwise::weight_grad(xf, dyf, g));
+    }
     if g.cg == 1 {
         weight_grad_direct(x, dy, g)
     } else if shifted_ok(g) && !gemm_forced() {
@@ -512,6 +555,17 @@ fn weight_grad_shifted<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
                     }
                 }
             });
+            #[cfg(target_arch = "x86_64")]
+            if super::conv3d_avx512::wgrad::available()
+                && let (Some(xf), Some(dyf), Some(af)) =
+                    (as_f32(&xp), as_f32(dy), as_f32_mut(&mut acc))
+            {
+                // Direct AVX-512 kernel on the position-major packed output gradient.
+                let dyt = super::conv3d_avx512::wgrad::pack_dy(dyf, g, b, z0, nz, hp, wp);
+                super::conv3d_avx512::wgrad::accumulate(xf, xlen, &dyt, kq, &offs, g, af);
+                z0 = z1;
+                continue;
+            }
             let mut dyp = vec![zero; g.o * kq];
             dyp.par_chunks_mut(kq).enumerate().for_each(|(oc, dst)| {
                 let src = &dy[(b * g.o + oc) * osp..][..osp];
@@ -783,29 +837,37 @@ impl Conv3dOp {
         Ok((st, shape))
     }
 
+    /// Input and weight gradients; each only when its tensor takes part in autograd (a variable or the
+    /// result of an op), so e.g. the first layer's input gradient (the image) is never computed.
     fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let xd = dims5(x.layout(), "conv3d input")?;
-        let dx = grad.apply_op2_no_bwd(
-            w,
-            &Conv3dInputGradOp {
-                p: self.p,
-                x_dims: xd,
-            },
-        )?;
+        let dx = match x.track_op() {
+            true => Some(grad.apply_op2_no_bwd(
+                w,
+                &Conv3dInputGradOp {
+                    p: self.p,
+                    x_dims: xd,
+                },
+            )?),
+            false => None,
+        };
         let wd = dims5(w.layout(), "conv3d weight")?;
-        let dw = x.apply_op2_no_bwd(
-            &grad,
-            &Conv3dWeightGradOp {
-                p: self.p,
-                w_dims: wd,
-            },
-        )?;
+        let dw = match w.track_op() {
+            true => Some(x.apply_op2_no_bwd(
+                &grad,
+                &Conv3dWeightGradOp {
+                    p: self.p,
+                    w_dims: wd,
+                },
+            )?),
+            false => None,
+        };
         Ok((dx, dw))
     }
 }
@@ -840,8 +902,7 @@ impl CustomOp2 for Conv3dOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, w, grad)?;
-        Ok((Some(dx), Some(dw)))
+        self.grads(x, w, grad)
     }
 }
 
@@ -883,7 +944,7 @@ impl CustomOp3 for Conv3dOp {
         let (dx, dw) = self.grads(x, w, grad)?;
         let (n, o, _, _, _) = grad.dims5()?;
         let db = grad.contiguous()?.reshape((n, o, ()))?.sum(2)?.sum(0)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, dw, Some(db)))
     }
 }
 
@@ -958,17 +1019,24 @@ impl CustomOp2 for Conv3dInputGradOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         // This op is linear in dy and w: d(dy) = conv3d(grad, w), d(w) = weight_grad(x = grad, dy = dy).
+        // Each only when its tensor takes part in autograd.
         let grad = grad.contiguous()?;
-        let ddy = grad.apply_op2_no_bwd(w, &Conv3dOp { p: self.p })?;
+        let ddy = match dy.track_op() {
+            true => Some(grad.apply_op2_no_bwd(w, &Conv3dOp { p: self.p })?),
+            false => None,
+        };
         let wd = dims5(w.layout(), "conv3d weight")?;
-        let dw = grad.apply_op2_no_bwd(
-            &dy.contiguous()?,
-            &Conv3dWeightGradOp {
-                p: self.p,
-                w_dims: wd,
-            },
-        )?;
-        Ok((Some(ddy), Some(dw)))
+        let dw = match w.track_op() {
+            true => Some(grad.apply_op2_no_bwd(
+                &dy.contiguous()?,
+                &Conv3dWeightGradOp {
+                    p: self.p,
+                    w_dims: wd,
+                },
+            )?),
+            false => None,
+        };
+        Ok((ddy, dw))
     }
 }
 

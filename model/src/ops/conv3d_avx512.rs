@@ -11,6 +11,10 @@
 #![allow(clippy::needless_range_loop)]
 #![allow(unsafe_op_in_unsafe_fn)]
 
+pub(crate) mod blocked;
+pub(crate) mod depthwise;
+pub(crate) mod wgrad;
+
 use super::conv3d::Geom;
 use super::elem::SharedMut;
 use rayon::prelude::*;

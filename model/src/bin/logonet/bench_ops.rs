@@ -18,8 +18,23 @@ struct Row {
     gflops_per_core: Option<f64>,
 }
 
-/// User + system CPU seconds of this process (all threads), from `/proc/self/stat` (100 Hz ticks).
+/// CPU seconds of this process (all threads): the sum of the per-thread run times in
+/// `/proc/self/task/*/schedstat` (nanoseconds; the rayon pool's threads live as long as the process), or
+/// user + system time from `/proc/self/stat` (100 Hz ticks) where schedstat is missing.
 fn cpu_seconds() -> f64 {
+    let sched = std::fs::read_dir("/proc/self/task").ok().and_then(|d| {
+        let mut ns = 0u64;
+        for e in d.flatten() {
+            let s = std::fs::read_to_string(e.path().join("schedstat")).ok()?;
+            ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(ns as f64 * 1e-9)
+    });
+    sched.unwrap_or_else(cpu_seconds_stat)
+}
+
+/// User + system CPU seconds of this process (all threads), from `/proc/self/stat` (100 Hz ticks).
+fn cpu_seconds_stat() -> f64 {
     let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
         return f64::NAN;
     };
