@@ -36,6 +36,17 @@ fn cpu_seconds() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// System (kernel) CPU seconds of this process: page faults of fresh allocations show up here.
+fn sys_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    s.rfind(')')
+        .and_then(|i| s[i + 2..].split_whitespace().nth(12))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(f64::NAN, |t| t / 100.0)
+}
+
 /// Runs `f` once to warm up, then `reps` times; returns the fastest wall time and the CPU time of that run.
 fn measure(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
     f()?;
@@ -101,8 +112,15 @@ fn conv_case(
     Ok(())
 }
 
-type Op = Box<dyn Fn(&Tensor) -> logonet::Result<Tensor>>;
+type Op = Box<dyn Fn(&Tensor) -> logonet::Result<ops::OpRun>>;
 
+/// Norm/activation/upsampling/pooling case: three rows.
+/// * `forward`: the op alone.
+/// * `fwd+bwd(g)`: forward, then the op's own backward kernels for a fixed random upstream gradient `g` (what
+///   PyTorch's `y.backward(g)` runs for a leaf input: the op's backward, nothing else).
+/// * `fwd+bwd autograd`: forward + `y.sum_all().backward()` through candle's autograd, which adds candle's
+///   sum, the broadcast of its gradient and the `zeros_like + add` that candle's `GradStore` runs for every
+///   gradient it accumulates (single-threaded, a full pass over memory each).
 fn elementwise_case(
     rows: &mut Vec<Row>,
     reps: usize,
@@ -120,13 +138,21 @@ fn elementwise_case(
         })?,
         None,
     ));
+    let g = op(x.as_tensor())?.y.randn_like(0.0, 1.0)?;
     let fb = measure(reps, || {
-        let y = op(x.as_tensor())?;
+        let run = op(x.as_tensor())?;
+        let grads = run.backward(&g)?;
+        anyhow::ensure!(!grads.is_empty(), "no gradient");
+        Ok(())
+    })?;
+    rows.push(row(name, "fwd+bwd(g)", fb, None));
+    let fb = measure(reps, || {
+        let y = op(x.as_tensor())?.y;
         let g = y.sum_all()?.backward()?;
         g.get(x.as_tensor()).context("no gradient")?;
         Ok(())
     })?;
-    rows.push(row(name, "forward+backward", fb, None));
+    rows.push(row(name, "fwd+bwd autograd", fb, None));
     Ok(())
 }
 
@@ -180,39 +206,49 @@ pub fn run(a: &OpsArgs) -> anyhow::Result<()> {
     let cases: Vec<(&str, Vec<usize>, Op)> = vec![
         ("batch_norm_eval 1x32x96^3", dims.to_vec(), {
             let (w, b, rm, rv) = (w.clone(), b.clone(), rm.clone(), rv.clone());
-            Box::new(move |x| ops::batch_norm_eval(x, Some(&w), Some(&b), &rm, &rv, 1e-5))
+            Box::new(move |x| ops::batch_norm_eval_run(x, Some(&w), Some(&b), &rm, &rv, 1e-5))
         }),
         ("batch_norm_train 1x32x96^3", dims.to_vec(), {
             let (w, b) = (w.clone(), b.clone());
-            Box::new(move |x| Ok(ops::batch_norm_train(x, Some(&w), Some(&b), 1e-5)?.0))
+            Box::new(move |x| Ok(ops::batch_norm_train_run(x, Some(&w), Some(&b), 1e-5)?.0))
         }),
         ("instance_norm3d 1x32x96^3", dims.to_vec(), {
             let (w, b) = (w.clone(), b.clone());
-            Box::new(move |x| ops::instance_norm3d(x, Some(&w), Some(&b), 1e-5))
+            Box::new(move |x| ops::instance_norm3d_run(x, Some(&w), Some(&b), 1e-5))
         }),
         ("layer_norm_channels 1x32x96^3", dims.to_vec(), {
             let (w, b) = (w.clone(), b.clone());
-            Box::new(move |x| ops::layer_norm_channels(x, &w, &b, 1e-5))
+            Box::new(move |x| ops::layer_norm_channels_run(x, &w, &b, 1e-5))
         }),
         ("layer_norm_last 1x96^3x32", vec![1, 96 * 96 * 96, c], {
             let (w, b) = (w.clone(), b.clone());
-            Box::new(move |x| ops::layer_norm_last(x, &w, &b, 1e-5))
+            Box::new(move |x| ops::layer_norm_last_run(x, &w, &b, 1e-5))
         }),
-        ("gelu 1x32x96^3", dims.to_vec(), Box::new(ops::gelu)),
+        ("gelu 1x32x96^3", dims.to_vec(), Box::new(ops::gelu_run)),
         (
             "leaky_relu 1x32x96^3",
             dims.to_vec(),
-            Box::new(|x| ops::leaky_relu(x, 0.01)),
+            Box::new(|x| ops::leaky_relu_run(x, 0.01)),
         ),
         (
             "upsample_trilinear2x 1x32x48^3",
             vec![1, c, 48, 48, 48],
-            Box::new(ops::upsample_trilinear2x),
+            Box::new(ops::upsample_trilinear2x_run),
         ),
         (
             "upsample_nearest2x 1x32x48^3",
             vec![1, c, 48, 48, 48],
-            Box::new(ops::upsample_nearest2x),
+            Box::new(ops::upsample_nearest2x_run),
+        ),
+        (
+            "max_pool3d 2^3 s2 1x32x96^3",
+            dims.to_vec(),
+            Box::new(|x| ops::max_pool3d_run(x, [2; 3], [2; 3], [0; 3])),
+        ),
+        (
+            "avg_pool3d 3^3 s2 p1 1x32x96^3",
+            dims.to_vec(),
+            Box::new(|x| ops::avg_pool3d_run(x, [3; 3], [2; 3], [1; 3])),
         ),
     ];
     for (name, d, op) in cases {
