@@ -7,7 +7,7 @@
 //! the one `e^{−x²/2}` between `Φ` and the density `φ`: `d/dx x·Φ(x) = Φ(x) + x·φ(x)`.
 
 use super::conv3d::dispatch_float;
-use super::elem::{Elem, exp_f32, slice};
+use super::elem::{Elem, exp_f32, out_buf, slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -75,12 +75,6 @@ impl ActElem for f64 {
             *d = g * (cdf + x * pdf);
         }
     }
-}
-
-/// A zeroed output buffer of `n` elements. `vec![0; n]` is `calloc`: large blocks come as fresh zero pages
-/// from the kernel, so there is no separate zero-filling pass before the kernel writes every element.
-pub(crate) fn out_buf<T: Elem>(n: usize) -> Vec<T> {
-    vec![T::default(); n]
 }
 
 fn fwd<T: ActElem>(x: &[T], act: Act) -> Vec<T> {

@@ -20,9 +20,8 @@
 // Numeric kernels index several arrays with one loop counter; iterator chains would hide that.
 #![allow(clippy::needless_range_loop)]
 
-use super::act::out_buf;
 use super::conv3d::dispatch_float;
-use super::elem::{Elem, SharedMut, slice};
+use super::elem::{Elem, SharedMut, out_buf, slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -576,13 +575,52 @@ fn layer_block_stats<T: Elem>(
     }
 }
 
-/// Row statistics of token rows `[C]` (mean, 1/sqrt(var + eps)).
+/// Σ of a short row (tokens' channels) in the element type: 16 lanes, then a pairwise tree.
+#[inline(always)]
+fn short_sum<T: Elem>(r: &[T]) -> T {
+    short_reduce(r, r, |a, _| a)
+}
+
+/// Σ (v − m)² of a short row.
+#[inline(always)]
+fn short_sq_dev<T: Elem>(r: &[T], m: T) -> T {
+    short_reduce(r, r, |a, _| (a - m) * (a - m))
+}
+
+/// Σ a·b of two short rows.
+#[inline(always)]
+fn short_dot<T: Elem>(a: &[T], b: &[T]) -> T {
+    short_reduce(a, b, |x, y| x * y)
+}
+
+#[inline(always)]
+fn short_reduce<T: Elem>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [T::default(); 16];
+    let mut ai = a.chunks_exact(16);
+    let mut bi = b.chunks_exact(16);
+    for (ac, bc) in (&mut ai).zip(&mut bi) {
+        for i in 0..16 {
+            acc[i] += f(ac[i], bc[i]);
+        }
+    }
+    for (i, (x, y)) in ai.remainder().iter().zip(bi.remainder()).enumerate() {
+        acc[i] += f(*x, *y);
+    }
+    for w in [8, 4, 2, 1] {
+        for i in 0..w {
+            acc[i] = acc[i] + acc[i + w];
+        }
+    }
+    acc[0]
+}
+
+/// Row statistics of token rows `[C]` (mean, 1/sqrt(var + eps)), two short reductions in the element type.
 #[inline(always)]
 fn token_stats<T: Elem>(r: &[T], eps: f64) -> (T, T) {
-    let c = r.len() as f64;
-    let m = lane_sum(r) / c;
-    let var = lane_sq_dev(r, T::from_f64(m)) / c;
-    (T::from_f64(m), T::from_f64(1.0 / (var + eps).sqrt()))
+    let rc = T::from_f64(1.0 / r.len() as f64);
+    let m = short_sum(r) * rc;
+    let var = short_sq_dev(r, m) * rc;
+    (m, T::from_f64(1.0 / (var.to_f64() + eps).sqrt()))
 }
 
 fn layer_fwd<T: Elem>(x: &[T], wb: &[T], v: &View, eps: f64) -> Vec<T> {
@@ -654,8 +692,8 @@ fn layer_bwd<T: Elem>(x: &[T], wb: &[T], g: &[T], v: &View, eps: f64) -> Vec<T> 
                             dw[ch] += gr[ch] * xh[ch];
                             db[ch] += gr[ch];
                         }
-                        let p1 = T::from_f64(lane_sum(&gw)) * rc;
-                        let p2 = T::from_f64(lane_dot(&gw, &xh)) * rc;
+                        let p1 = short_sum(&gw) * rc;
+                        let p2 = short_dot(&gw, &xh) * rc;
                         // SAFETY: row o belongs to this task only.
                         let dr = unsafe { std::slice::from_raw_parts_mut(dxp.ptr().add(o * c), c) };
                         for ((d, gv), h) in dr.iter_mut().zip(&gw).zip(&xh) {
@@ -739,27 +777,6 @@ fn layer_bwd<T: Elem>(x: &[T], wb: &[T], g: &[T], v: &View, eps: f64) -> Vec<T> 
         *o = T::from_f64(*d);
     }
     out
-}
-
-/// Σ a·b in f64 (f32 lanes).
-#[inline(always)]
-fn lane_dot<T: Elem>(a: &[T], b: &[T]) -> f64 {
-    let mut acc = [T::default(); LANES];
-    let mut ai = a.chunks_exact(LANES);
-    let mut bi = b.chunks_exact(LANES);
-    for (ac, bc) in (&mut ai).zip(&mut bi) {
-        for i in 0..LANES {
-            acc[i] += ac[i] * bc[i];
-        }
-    }
-    let mut s = 0f64;
-    for (x, y) in ai.remainder().iter().zip(bi.remainder()) {
-        s += x.to_f64() * y.to_f64();
-    }
-    for a in acc {
-        s += a.to_f64();
-    }
-    s
 }
 
 /// LayerNorm over the channels (Layer views, `inner == 1` for tokens): `(x, wb [2, C]) → y`.

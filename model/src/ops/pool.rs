@@ -2,8 +2,7 @@
 //! zero padding, PyTorch's default `count_include_pad=True`). Parallel over (sample, channel) planes.
 
 use super::conv3d::dispatch_float;
-use super::act::out_buf;
-use super::elem::{Elem, slice};
+use super::elem::{Elem, out_buf, slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -78,25 +77,25 @@ fn forward<T: Elem>(x: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> {
     let (wz, wy, wx) = (windows(pool, i, 0), windows(pool, i, 1), windows(pool, i, 2));
     let mut y = out_buf::<T>(dims[0] * dims[1] * osp);
     // One task per (sample, channel) plane; per output row, the window's input rows are combined in turn.
+    let neg_inf = T::from_f64(f64::NEG_INFINITY);
     y.par_chunks_mut(osp)
         .zip(x.par_chunks(isp))
         .for_each(|(yp, xp)| {
-            let mut seen = vec![false; o[2]];
             for_rows(i, &wz, &wy, |r, rows| {
                 let yr = &mut yp[r * o[2]..][..o[2]];
-                yr.fill(T::default());
-                seen.fill(false);
+                yr.fill(if pool.max { neg_inf } else { T::default() });
                 for start in rows {
                     let xr = &xp[start..][..i[2]];
-                    for ((yv, &(x0, x1)), s) in yr.iter_mut().zip(&wx).zip(seen.iter_mut()) {
+                    for (yv, &(x0, x1)) in yr.iter_mut().zip(&wx) {
                         let win = &xr[x0..x1];
                         if pool.max {
+                            let mut m = *yv;
                             for &v in win {
-                                if !*s || v > *yv || (is_nan(v) && !is_nan(*yv)) {
-                                    *yv = v;
-                                    *s = true;
+                                if v > m || (is_nan(v) && !is_nan(m)) {
+                                    m = v;
                                 }
                             }
+                            *yv = m;
                         } else {
                             let mut acc = T::default();
                             for &v in win {
@@ -127,28 +126,26 @@ fn backward<T: Elem>(x: &[T], g: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> 
         .zip(x.par_chunks(isp).zip(g.par_chunks(osp)))
         .for_each(|(dp, (xp, gp))| {
             // Max: the first maximum of each window (same scan order as the forward) takes the gradient.
-            let mut best: Vec<Option<(usize, T)>> = vec![None; o[2]];
+            let mut best_v = vec![T::default(); o[2]];
+            let mut best_i = vec![usize::MAX; o[2]];
             for_rows(i, &wz, &wy, |r, rows| {
                 let gr = &gp[r * o[2]..][..o[2]];
                 if pool.max {
-                    best.fill(None);
+                    best_i.fill(usize::MAX);
                     for start in rows {
                         let xr = &xp[start..][..i[2]];
-                        for (b, &(x0, x1)) in best.iter_mut().zip(&wx) {
+                        for ((m, bi), &(x0, x1)) in best_v.iter_mut().zip(best_i.iter_mut()).zip(&wx) {
                             for (j, &v) in xr[x0..x1].iter().enumerate() {
-                                let better = match b {
-                                    None => true,
-                                    Some((_, m)) => v > *m || (is_nan(v) && !is_nan(*m)),
-                                };
-                                if better {
-                                    *b = Some((start + x0 + j, v));
+                                if *bi == usize::MAX || v > *m || (is_nan(v) && !is_nan(*m)) {
+                                    *m = v;
+                                    *bi = start + x0 + j;
                                 }
                             }
                         }
                     }
-                    for (b, gv) in best.iter().zip(gr) {
-                        if let Some((j, _)) = b {
-                            dp[*j] += *gv;
+                    for (bi, gv) in best_i.iter().zip(gr) {
+                        if *bi != usize::MAX {
+                            dp[*bi] += *gv;
                         }
                     }
                 } else {

@@ -3,8 +3,7 @@
 //! (sample, channel) (backward).
 
 use super::conv3d::dispatch_float;
-use super::act::out_buf;
-use super::elem::{Elem, slice};
+use super::elem::{Elem, out_buf, slice};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
