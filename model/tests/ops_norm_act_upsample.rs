@@ -296,7 +296,11 @@ fn norms_match_finite_differences() {
     let cases: Vec<(&str, F)> = vec![
         (
             "batch_norm_train",
-            Box::new(|x| ops::batch_norm_train(x, Some(&w), Some(&b), 1e-5).unwrap().0),
+            Box::new(|x| {
+                ops::batch_norm_train(x, Some(&w), Some(&b), 1e-5)
+                    .unwrap()
+                    .0
+            }),
         ),
         (
             "instance_norm3d",
@@ -320,7 +324,12 @@ fn norms_match_finite_differences() {
             } else {
                 t(&rand_vec(y.elem_count(), 83), y.dims())
             };
-            (y * rr).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+            (y * rr)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
         };
         let x = Var::from_tensor(&t(&xv, &d)).unwrap();
         let y = f(x.as_tensor());
@@ -498,7 +507,9 @@ fn rejects_bad_arguments() {
     assert!(bad(ops::instance_norm3d(&two, None, None, 1e-5)));
     let empty3 = Tensor::zeros((1, 3, 0, 2, 2), DType::F32, &Device::Cpu).unwrap();
     assert!(bad(ops::layer_norm_channels(&empty3, &c3, &c3, 1e-5)));
-    assert!(bad(ops::batch_norm_train(&empty3, None, None, 1e-5).map(|r| r.0)));
+    assert!(bad(
+        ops::batch_norm_train(&empty3, None, None, 1e-5).map(|r| r.0)
+    ));
     assert!(matches!(
         ops::batch_norm_train(&one, None, None, 1e-5),
         Err(logonet::Error::InvalidArgument { .. })

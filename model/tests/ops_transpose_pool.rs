@@ -294,7 +294,10 @@ fn pools_odd_sizes_f32_nan_and_ties() {
         .map(|v| (*v as f32) as f64)
         .collect();
     let x32 = t(&xv, &d).to_dtype(DType::F32).unwrap();
-    for (k, s, p) in [([3, 3, 3], [2, 2, 2], [1, 1, 1]), ([2, 3, 4], [3, 1, 2], [1, 1, 2])] {
+    for (k, s, p) in [
+        ([3, 3, 3], [2, 2, 2], [1, 1, 1]),
+        ([2, 3, 4], [3, 1, 2], [1, 1, 2]),
+    ] {
         for max in [true, false] {
             let y = if max {
                 ops::max_pool3d(&x32, k, s, p)

@@ -87,7 +87,8 @@ impl<T> SharedMut<T> {
 #[cfg(target_os = "linux")]
 unsafe extern "C" {
     /// `madvise(2)` from the C library that `std` already links.
-    fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: std::ffi::c_int) -> std::ffi::c_int;
+    fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: std::ffi::c_int)
+    -> std::ffi::c_int;
 }
 
 /// A zeroed buffer of `n` elements for a kernel's output. `vec![0; n]` is `calloc`: big blocks come as fresh,

@@ -366,7 +366,11 @@ impl OpRun {
             backward: Some(Box::new(move |g| Ok(vec![op.bwd(&x, &y2, g)?]))),
         })
     }
-    fn op2<O: CustomOp2 + Clone + Send + Sync + 'static>(x: &Tensor, a: &Tensor, op: O) -> Result<Self> {
+    fn op2<O: CustomOp2 + Clone + Send + Sync + 'static>(
+        x: &Tensor,
+        a: &Tensor,
+        op: O,
+    ) -> Result<Self> {
         let (x, a) = (x.contiguous()?, a.contiguous()?);
         let y = x.apply_op2(&a, op.clone())?;
         let y2 = y.clone();

@@ -408,7 +408,9 @@ fn check_sizes(
         && st.is_none_or(|s| s == 2 * v.groups())
         && wb == 2 * v.c;
     if !ok {
-        candle_core::bail!("{op}: sizes x {x}, grad {g:?}, stats {st:?}, affine {wb} disagree with {v:?}");
+        candle_core::bail!(
+            "{op}: sizes x {x}, grad {g:?}, stats {st:?}, affine {wb} disagree with {v:?}"
+        );
     }
     Ok(())
 }
@@ -656,7 +658,12 @@ fn layer_fwd<T: Elem>(x: &[T], wb: &[T], v: &View, eps: f64) -> Vec<T> {
                 let off = (o * c + ch) * inner + i0;
                 // SAFETY: task (o, block) writes only its own n columns of every channel.
                 let yr = unsafe { std::slice::from_raw_parts_mut(yp.ptr().add(off), n) };
-                for (((yv, xv), m), iv) in yr.iter_mut().zip(&x[off..][..n]).zip(&mean[..n]).zip(&inv[..n]) {
+                for (((yv, xv), m), iv) in yr
+                    .iter_mut()
+                    .zip(&x[off..][..n])
+                    .zip(&mean[..n])
+                    .zip(&inv[..n])
+                {
                     *yv = (*xv - *m) * (*iv * wc) + bc;
                 }
             }
@@ -714,12 +721,7 @@ fn layer_bwd<T: Elem>(x: &[T], wb: &[T], g: &[T], v: &View, eps: f64) -> Vec<T> 
         (0..v.outer * blocks)
             .into_par_iter()
             .fold(
-                || {
-                    (
-                        vec![0f64; 2 * c],
-                        [(); 5].map(|_| vec![T::default(); blk]),
-                    )
-                },
+                || (vec![0f64; 2 * c], [(); 5].map(|_| vec![T::default(); blk])),
                 |(mut acc, mut bufs), t| {
                     let [mean, inv, a1, a2, tmp] = &mut bufs;
                     let (o, i0) = (t / blocks, (t % blocks) * blk);
@@ -863,8 +865,17 @@ impl CustomOp3 for LayerNormBwdOp {
             let g = slice::<T>(s1, l1, "layer-norm-bwd")?;
             let x = slice::<T>(s2, l2, "layer-norm-bwd")?;
             let wb = slice::<T>(s3, l3, "layer-norm-bwd")?;
-            check_sizes("layer-norm-bwd", &op.view, x.len(), Some(g.len()), None, wb.len())?;
-            Ok(T::to_cpu_storage_owned(layer_bwd(x, wb, g, &op.view, op.eps)))
+            check_sizes(
+                "layer-norm-bwd",
+                &op.view,
+                x.len(),
+                Some(g.len()),
+                None,
+                wb.len(),
+            )?;
+            Ok(T::to_cpu_storage_owned(layer_bwd(
+                x, wb, g, &op.view, op.eps,
+            )))
         }
         let st = dispatch_float!(s1, "layer-norm-bwd", go(self, s1, l1, s2, l2, s3, l3))?;
         Ok((st, Shape::from(self.view.len() + 2 * self.view.c)))

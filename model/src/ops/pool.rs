@@ -62,8 +62,7 @@ fn for_rows(
     let oy = wy.len();
     for (z, &(z0, z1)) in wz.iter().enumerate() {
         for (y, &(y0, y1)) in wy.iter().enumerate() {
-            let mut rows =
-                (z0..z1).flat_map(|iz| (y0..y1).map(move |iy| (iz * i[1] + iy) * i[2]));
+            let mut rows = (z0..z1).flat_map(|iz| (y0..y1).map(move |iy| (iz * i[1] + iy) * i[2]));
             f(z * oy + y, &mut rows);
         }
     }
@@ -74,7 +73,11 @@ fn forward<T: Elem>(x: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> {
     let o = pool.out(i);
     let (isp, osp) = (i.iter().product::<usize>(), o.iter().product::<usize>());
     let inv = T::from_f64(1.0 / pool.k.iter().product::<usize>() as f64);
-    let (wz, wy, wx) = (windows(pool, i, 0), windows(pool, i, 1), windows(pool, i, 2));
+    let (wz, wy, wx) = (
+        windows(pool, i, 0),
+        windows(pool, i, 1),
+        windows(pool, i, 2),
+    );
     let mut y = out_buf::<T>(dims[0] * dims[1] * osp);
     // One task per (sample, channel) plane; per output row, the window's input rows are combined in turn.
     let neg_inf = T::from_f64(f64::NEG_INFINITY);
@@ -120,7 +123,11 @@ fn backward<T: Elem>(x: &[T], g: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> 
     let o = pool.out(i);
     let (isp, osp) = (i.iter().product::<usize>(), o.iter().product::<usize>());
     let inv = T::from_f64(1.0 / pool.k.iter().product::<usize>() as f64);
-    let (wz, wy, wx) = (windows(pool, i, 0), windows(pool, i, 1), windows(pool, i, 2));
+    let (wz, wy, wx) = (
+        windows(pool, i, 0),
+        windows(pool, i, 1),
+        windows(pool, i, 2),
+    );
     let mut dx = out_buf::<T>(x.len());
     dx.par_chunks_mut(isp)
         .zip(x.par_chunks(isp).zip(g.par_chunks(osp)))
@@ -134,7 +141,9 @@ fn backward<T: Elem>(x: &[T], g: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> 
                     best_i.fill(usize::MAX);
                     for start in rows {
                         let xr = &xp[start..][..i[2]];
-                        for ((m, bi), &(x0, x1)) in best_v.iter_mut().zip(best_i.iter_mut()).zip(&wx) {
+                        for ((m, bi), &(x0, x1)) in
+                            best_v.iter_mut().zip(best_i.iter_mut()).zip(&wx)
+                        {
                             for (j, &v) in xr[x0..x1].iter().enumerate() {
                                 if *bi == usize::MAX || v > *m || (is_nan(v) && !is_nan(*m)) {
                                     *m = v;
