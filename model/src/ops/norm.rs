@@ -543,6 +543,7 @@ fn layer_block(c: usize) -> usize {
 
 /// Mean and `1/sqrt(var + eps)` of the `n` positions starting at `i0` of sample `xo` (`[C, inner]`), into
 /// `mean[..n]`, `inv[..n]` (two sweeps over the block, which is in cache after the first).
+#[allow(clippy::too_many_arguments)]
 fn layer_block_stats<T: Elem>(
     xo: &[T],
     c: usize,
