@@ -611,7 +611,8 @@ fn short_reduce<T: Elem>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
     }
     for w in [8, 4, 2, 1] {
         for i in 0..w {
-            acc[i] = acc[i] + acc[i + w];
+            let v = acc[i + w];
+            acc[i] += v;
         }
     }
     acc[0]
