@@ -284,6 +284,54 @@ fn pools_match_naive_and_fd() {
     }
 }
 
+/// Pools on odd sizes in f32 against the naive f64 loops; max pooling propagates NaN (as PyTorch) and sends
+/// the gradient to the NaN; ties send it to the first maximum.
+#[test]
+fn pools_odd_sizes_f32_nan_and_ties() {
+    let d = [1, 2, 9, 8, 11];
+    let xv: Vec<f64> = rand_vec(d.iter().product(), 5)
+        .iter()
+        .map(|v| (*v as f32) as f64)
+        .collect();
+    let x32 = t(&xv, &d).to_dtype(DType::F32).unwrap();
+    for (k, s, p) in [
+        ([3, 3, 3], [2, 2, 2], [1, 1, 1]),
+        ([2, 3, 4], [3, 1, 2], [1, 1, 2]),
+    ] {
+        for max in [true, false] {
+            let y = if max {
+                ops::max_pool3d(&x32, k, s, p)
+            } else {
+                ops::avg_pool3d(&x32, k, s, p)
+            }
+            .unwrap();
+            let want = naive_pool(&xv, d, k, s, p, max);
+            let diff = vals(&y.to_dtype(DType::F64).unwrap())
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(diff < 1e-6, "f32 pool {k:?} {s:?} {p:?} max={max}: {diff}");
+        }
+    }
+    // One 2x2x2 window: a tie between positions 1 and 6, then a NaN at position 5.
+    let mut v = vec![0.0, 3.0, 1.0, 2.0, -1.0, 0.5, 3.0, 1.0];
+    let x = Var::from_tensor(&t(&v, &[1, 1, 2, 2, 2])).unwrap();
+    let y = ops::max_pool3d(x.as_tensor(), [2; 3], [2; 3], [0; 3]).unwrap();
+    assert_eq!(vals(&y), vec![3.0]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        vals(g.get(x.as_tensor()).unwrap()),
+        vec![0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    );
+    v[5] = f64::NAN;
+    let x = Var::from_tensor(&t(&v, &[1, 1, 2, 2, 2])).unwrap();
+    let y = ops::max_pool3d(x.as_tensor(), [2; 3], [2; 3], [0; 3]).unwrap();
+    assert!(vals(&y)[0].is_nan());
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(vals(g.get(x.as_tensor()).unwrap())[5], 1.0);
+}
+
 #[test]
 fn rejects_bad_arguments() {
     let bad = |r: logonet::Result<Tensor>| matches!(r, Err(logonet::Error::InvalidArgument { .. }));

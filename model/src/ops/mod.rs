@@ -19,7 +19,7 @@ mod pool;
 mod upsample;
 
 use crate::{Error, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{CustomOp1, CustomOp2, CustomOp3, DType, Tensor};
 
 /// Stride, padding, dilation (each per axis: depth, height, width) and groups of a 3D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -338,6 +338,74 @@ pub fn conv_transpose3d(
     })
 }
 
+/// An op's output together with the op's own backward kernel, for benchmarks (`logonet bench ops`): calling
+/// [`OpRun::backward`] with an upstream gradient `g` runs exactly the kernels candle's autograd runs for this
+/// op (what PyTorch's `y.backward(g)` runs), without candle's gradient bookkeeping around them.
+#[doc(hidden)]
+pub struct OpRun {
+    /// The op's output (part of the autograd graph like the public function's result).
+    pub y: Tensor,
+    backward: Option<BackwardFn>,
+}
+
+type BackwardFn = Box<dyn Fn(&Tensor) -> candle_core::Result<Vec<Option<Tensor>>>>;
+
+impl OpRun {
+    /// The gradients of the op's inputs (input first, then parameters where the op has them) for the
+    /// upstream gradient `g`.
+    pub fn backward(&self, g: &Tensor) -> Result<Vec<Tensor>> {
+        let f = self.backward.as_ref().ok_or_else(|| {
+            Error::invalid("OpRun::backward", "no fused backward kernel on this device")
+        })?;
+        Ok(f(g)?.into_iter().flatten().collect())
+    }
+    fn plain(y: Tensor) -> Self {
+        Self { y, backward: None }
+    }
+    fn op1<O: CustomOp1 + Clone + Send + Sync + 'static>(x: &Tensor, op: O) -> Result<Self> {
+        let x = x.contiguous()?;
+        let y = x.apply_op1(op.clone())?;
+        let y2 = y.clone();
+        Ok(Self {
+            y,
+            backward: Some(Box::new(move |g| Ok(vec![op.bwd(&x, &y2, g)?]))),
+        })
+    }
+    fn op2<O: CustomOp2 + Clone + Send + Sync + 'static>(
+        x: &Tensor,
+        a: &Tensor,
+        op: O,
+    ) -> Result<Self> {
+        let (x, a) = (x.contiguous()?, a.contiguous()?);
+        let y = x.apply_op2(&a, op.clone())?;
+        let y2 = y.clone();
+        Ok(Self {
+            y,
+            backward: Some(Box::new(move |g| {
+                let (d1, d2) = op.bwd(&x, &a, &y2, g)?;
+                Ok(vec![d1, d2])
+            })),
+        })
+    }
+    fn op3<O: CustomOp3 + Clone + Send + Sync + 'static>(
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        op: O,
+    ) -> Result<Self> {
+        let (x, a, b) = (x.contiguous()?, a.contiguous()?, b.contiguous()?);
+        let y = x.apply_op3(&a, &b, op.clone())?;
+        let y2 = y.clone();
+        Ok(Self {
+            y,
+            backward: Some(Box::new(move |g| {
+                let (d1, d2, d3) = op.bwd(&x, &a, &b, &y2, g)?;
+                Ok(vec![d1, d2, d3])
+            })),
+        })
+    }
+}
+
 fn pool3d(
     op: &'static str,
     max: bool,
@@ -345,7 +413,7 @@ fn pool3d(
     kernel: [usize; 3],
     stride: [usize; 3],
     padding: [usize; 3],
-) -> Result<Tensor> {
+) -> Result<OpRun> {
     check_rank5(op, x)?;
     if kernel.contains(&0) || stride.contains(&0) {
         return Err(Error::invalid(
@@ -372,12 +440,15 @@ fn pool3d(
         return Err(Error::invalid(op, "only CPU tensors are supported so far"));
     }
     check_float(op, x, &[])?;
-    Ok(x.contiguous()?.apply_op1(pool::PoolOp(pool::Pool {
-        max,
-        k: kernel,
-        s: stride,
-        p: padding,
-    }))?)
+    OpRun::op1(
+        x,
+        pool::PoolOp(pool::Pool {
+            max,
+            k: kernel,
+            s: stride,
+            p: padding,
+        }),
+    )
 }
 
 /// 3D max pooling of `[N, C, D, H, W]` (`ceil_mode=False`, implicit −∞ padding). Differentiable (the gradient
@@ -388,6 +459,17 @@ pub fn max_pool3d(
     stride: [usize; 3],
     padding: [usize; 3],
 ) -> Result<Tensor> {
+    Ok(max_pool3d_run(x, kernel, stride, padding)?.y)
+}
+
+/// [`max_pool3d`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn max_pool3d_run(
+    x: &Tensor,
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    padding: [usize; 3],
+) -> Result<OpRun> {
     pool3d("max_pool3d", true, x, kernel, stride, padding)
 }
 
@@ -398,30 +480,51 @@ pub fn avg_pool3d(
     stride: [usize; 3],
     padding: [usize; 3],
 ) -> Result<Tensor> {
+    Ok(avg_pool3d_run(x, kernel, stride, padding)?.y)
+}
+
+/// [`avg_pool3d`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn avg_pool3d_run(
+    x: &Tensor,
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    padding: [usize; 3],
+) -> Result<OpRun> {
     pool3d("avg_pool3d", false, x, kernel, stride, padding)
 }
 
 /// Trilinear ×2 upsampling of `[N, C, D, H, W]` with `align_corners=False`, exactly as PyTorch's
 /// `nn.Upsample(scale_factor=2, mode="trilinear")`. Differentiable.
 pub fn upsample_trilinear2x(x: &Tensor) -> Result<Tensor> {
+    Ok(upsample_trilinear2x_run(x)?.y)
+}
+
+/// [`upsample_trilinear2x`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn upsample_trilinear2x_run(x: &Tensor) -> Result<OpRun> {
     check_rank5("upsample_trilinear2x", x)?;
     if !x.device().is_cpu() {
-        return reference::upsample_trilinear2x(x);
+        return Ok(OpRun::plain(reference::upsample_trilinear2x(x)?));
     }
     check_float("upsample_trilinear2x", x, &[])?;
-    Ok(x.contiguous()?
-        .apply_op1(upsample::UpsampleOp(upsample::Mode::Trilinear))?)
+    OpRun::op1(x, upsample::UpsampleOp(upsample::Mode::Trilinear))
 }
 
 /// Nearest-neighbour ×2 upsampling of `[N, C, D, H, W]`. Differentiable.
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    Ok(upsample_nearest2x_run(x)?.y)
+}
+
+/// [`upsample_nearest2x`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn upsample_nearest2x_run(x: &Tensor) -> Result<OpRun> {
     check_rank5("upsample_nearest2x", x)?;
     if !x.device().is_cpu() {
-        return reference::upsample_nearest2x(x);
+        return Ok(OpRun::plain(reference::upsample_nearest2x(x)?));
     }
     check_float("upsample_nearest2x", x, &[])?;
-    Ok(x.contiguous()?
-        .apply_op1(upsample::UpsampleOp(upsample::Mode::Nearest))?)
+    OpRun::op1(x, upsample::UpsampleOp(upsample::Mode::Nearest))
 }
 
 /// BatchNorm3d in evaluation mode: `(x - running_mean) / sqrt(running_var + eps) * weight + bias`, per channel
@@ -434,13 +537,33 @@ pub fn batch_norm_eval(
     running_var: &Tensor,
     eps: f64,
 ) -> Result<Tensor> {
+    Ok(batch_norm_eval_run(x, weight, bias, running_mean, running_var, eps)?.y)
+}
+
+/// [`batch_norm_eval`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn batch_norm_eval_run(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+) -> Result<OpRun> {
     check_channels(
         "batch_norm_eval",
         x,
         &[Some(running_mean), Some(running_var), weight, bias],
     )?;
     if !x.device().is_cpu() {
-        return reference::batch_norm_eval(x, weight, bias, running_mean, running_var, eps);
+        return Ok(OpRun::plain(reference::batch_norm_eval(
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            eps,
+        )?));
     }
     check_float(
         "batch_norm_eval",
@@ -461,13 +584,25 @@ pub fn batch_norm_eval(
 /// BatchNorm3d in training mode on `[N, C, D, H, W]`: normalises with the batch statistics (biased variance).
 /// Returns `(y, batch_mean [C], batch_var_unbiased [C])`; the caller updates its running statistics with
 /// momentum (`rm = (1-m)·rm + m·mean`, `rv = (1-m)·rv + m·var_unbiased`), as PyTorch does. Differentiable
-/// through the batch statistics.
+/// through the batch statistics. Needs more than one value per channel (`N·D·H·W > 1`), as PyTorch.
 pub fn batch_norm_train(
     x: &Tensor,
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let (run, mean, var) = batch_norm_train_run(x, weight, bias, eps)?;
+    Ok((run.y, mean, var))
+}
+
+/// [`batch_norm_train`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn batch_norm_train_run(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(OpRun, Tensor, Tensor)> {
     check_channels("batch_norm_train", x, &[weight, bias])?;
     let (n, _c, d, h, w) = x.dims5()?;
     if n * d * h * w < 2 {
@@ -480,7 +615,8 @@ pub fn batch_norm_train(
         ));
     }
     if !x.device().is_cpu() {
-        return reference::batch_norm_train(x, weight, bias, eps);
+        let (y, m, v) = reference::batch_norm_train(x, weight, bias, eps)?;
+        return Ok((OpRun::plain(y), m, v));
     }
     check_float("batch_norm_train", x, &[weight, bias])?;
     let c = x.dims()[1];
@@ -492,26 +628,49 @@ pub fn batch_norm_train(
     };
     let x = x.contiguous()?;
     let stats = x.apply_op1_no_bwd(&norm::StatsOp { view })?; // [2, C]
-    let y = fused_norm(&x, view, stats.clone(), weight, bias, eps, true)?;
+    let run = fused_norm(&x, view, stats.clone(), weight, bias, eps, true)?;
     let m = (n * d * h * w) as f64;
     let var_unbiased = (stats.get(1)? * (m / (m - 1.0)))?;
-    Ok((y, stats.get(0)?, var_unbiased))
+    Ok((run, stats.get(0)?, var_unbiased))
 }
 
 /// InstanceNorm3d on `[N, C, D, H, W]` (statistics per sample and channel, biased variance), with optional
-/// affine `weight`/`bias` `[C]`. Differentiable.
+/// affine `weight`/`bias` `[C]`. Differentiable. Needs more than one spatial element (`D·H·W > 1`), as
+/// PyTorch.
 pub fn instance_norm3d(
     x: &Tensor,
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<Tensor> {
+    Ok(instance_norm3d_run(x, weight, bias, eps)?.y)
+}
+
+/// [`instance_norm3d`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn instance_norm3d_run(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<OpRun> {
     check_channels("instance_norm3d", x, &[weight, bias])?;
+    let (n, c, d, h, w) = x.dims5()?;
+    if d * h * w < 2 {
+        return Err(Error::invalid(
+            "instance_norm3d",
+            format!(
+                "expected more than 1 spatial element per channel, got input {:?}",
+                x.dims()
+            ),
+        ));
+    }
     if !x.device().is_cpu() {
-        return reference::instance_norm3d(x, weight, bias, eps);
+        return Ok(OpRun::plain(reference::instance_norm3d(
+            x, weight, bias, eps,
+        )?));
     }
     check_float("instance_norm3d", x, &[weight, bias])?;
-    let (n, c, d, h, w) = x.dims5()?;
     let view = norm::View {
         outer: n,
         c,
@@ -526,9 +685,22 @@ pub fn instance_norm3d(
 /// LayerNorm over the channel axis of `[N, C, D, H, W]` (what `nn.LayerNorm(C)` does on tokens
 /// `[N, DHW, C]`). Differentiable.
 pub fn layer_norm_channels(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(layer_norm_channels_run(x, weight, bias, eps)?.y)
+}
+
+/// [`layer_norm_channels`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn layer_norm_channels_run(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<OpRun> {
     check_channels("layer_norm_channels", x, &[Some(weight), Some(bias)])?;
     if !x.device().is_cpu() {
-        return reference::layer_norm_channels(x, weight, bias, eps);
+        return Ok(OpRun::plain(reference::layer_norm_channels(
+            x, weight, bias, eps,
+        )?));
     }
     check_float("layer_norm_channels", x, &[Some(weight), Some(bias)])?;
     let (n, c, d, h, w) = x.dims5()?;
@@ -538,13 +710,18 @@ pub fn layer_norm_channels(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64)
         inner: d * h * w,
         mode: norm::Mode::Layer,
     };
-    let x = x.contiguous()?;
-    let stats = x.apply_op1_no_bwd(&norm::StatsOp { view })?;
-    fused_norm(&x, view, stats, Some(weight), Some(bias), eps, true)
+    let wb = Tensor::stack(&[weight, bias], 0)?; // [2, C]
+    OpRun::op2(x, &wb, norm::LayerNormOp { view, eps })
 }
 
 /// LayerNorm over the last axis of `[..., C]` tokens, `nn.LayerNorm(C)`. Differentiable.
 pub fn layer_norm_last(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(layer_norm_last_run(x, weight, bias, eps)?.y)
+}
+
+/// [`layer_norm_last`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn layer_norm_last_run(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<OpRun> {
     let c = *x
         .dims()
         .last()
@@ -564,7 +741,9 @@ pub fn layer_norm_last(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> 
         ));
     }
     if !x.device().is_cpu() {
-        return reference::layer_norm_last(x, weight, bias, eps);
+        return Ok(OpRun::plain(reference::layer_norm_last(
+            x, weight, bias, eps,
+        )?));
     }
     check_float("layer_norm_last", x, &[Some(weight), Some(bias)])?;
     let view = norm::View {
@@ -573,12 +752,11 @@ pub fn layer_norm_last(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> 
         inner: 1,
         mode: norm::Mode::Layer,
     };
-    let x = x.contiguous()?;
-    let stats = x.apply_op1_no_bwd(&norm::StatsOp { view })?;
-    fused_norm(&x, view, stats, Some(weight), Some(bias), eps, true)
+    let wb = Tensor::stack(&[weight, bias], 0)?; // [2, C]
+    OpRun::op2(x, &wb, norm::LayerNormOp { view, eps })
 }
 
-/// Applies the fused normalise + affine op with statistics `stats [2, groups]`.
+/// Applies the fused normalise + affine op (Batch/Instance views) with statistics `stats [2, groups]`.
 fn fused_norm(
     x: &Tensor,
     view: norm::View,
@@ -587,7 +765,7 @@ fn fused_norm(
     bias: Option<&Tensor>,
     eps: f64,
     batch_stats: bool,
-) -> Result<Tensor> {
+) -> Result<OpRun> {
     let c = view.c;
     let w = match weight {
         Some(w) => w.clone(),
@@ -598,32 +776,44 @@ fn fused_norm(
         None => Tensor::zeros(c, x.dtype(), x.device())?,
     };
     let wb = Tensor::stack(&[&w, &b], 0)?; // [2, C]
-    Ok(x.contiguous()?.apply_op3(
-        &stats.contiguous()?,
+    OpRun::op3(
+        x,
+        &stats,
         &wb,
         norm::NormOp {
             view,
             eps,
             batch_stats,
         },
-    )?)
+    )
 }
 
 /// Exact GELU, `x·Φ(x)` with the error function (PyTorch `nn.GELU()`). Differentiable.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    Ok(gelu_run(x)?.y)
+}
+
+/// [`gelu`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn gelu_run(x: &Tensor) -> Result<OpRun> {
     if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
-        return Ok(x.gelu_erf()?);
+        return Ok(OpRun::plain(x.gelu_erf()?));
     }
-    Ok(x.contiguous()?.apply_op1(act::ActOp(act::Act::Gelu))?)
+    OpRun::op1(x, act::ActOp(act::Act::Gelu))
 }
 
 /// LeakyReLU with `negative_slope` (PyTorch default 0.01). Differentiable.
 pub fn leaky_relu(x: &Tensor, negative_slope: f64) -> Result<Tensor> {
+    Ok(leaky_relu_run(x, negative_slope)?.y)
+}
+
+/// [`leaky_relu`] with a handle on its backward kernel (benchmarks).
+#[doc(hidden)]
+pub fn leaky_relu_run(x: &Tensor, negative_slope: f64) -> Result<OpRun> {
     if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
-        return reference::leaky_relu(x, negative_slope);
+        return Ok(OpRun::plain(reference::leaky_relu(x, negative_slope)?));
     }
-    Ok(x.contiguous()?
-        .apply_op1(act::ActOp(act::Act::Leaky(negative_slope)))?)
+    OpRun::op1(x, act::ActOp(act::Act::Leaky(negative_slope)))
 }
 
 /// Whether the conv custom ops have a kernel for `x`'s device: always on the CPU, and on CUDA in a build with

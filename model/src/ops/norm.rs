@@ -1,17 +1,28 @@
 //! Fused normalisation ops (BatchNorm eval/train, InstanceNorm, LayerNorm over channels or the last axis).
 //!
-//! The input is viewed as `[outer, C, inner]`. [`StatsOp`] computes per-group mean and biased variance (f64
-//! accumulation) without gradient; [`NormOp`] computes `y = (x - mean)·rsqrt(var + eps)·w[c] + b[c]` in one
-//! pass and, in backward, returns `dx` (through the batch statistics when they came from `x`) together with
-//! `dw`, `db` packed into one buffer. Groups: `Batch` = per channel over outer·inner, `Instance` = per (outer,
-//! channel) over inner, `Layer` = per (outer, inner) over channels.
+//! The input is viewed as `[outer, C, inner]`. Groups of elements share statistics: `Batch` = per channel over
+//! outer·inner, `Instance` = per (outer, channel) over inner, `Layer` = per (outer, inner) position over the
+//! channels.
+//!
+//! * Batch/Instance: [`StatsOp`] computes per-group mean and biased variance in **one** pass over memory (each
+//!   piece of 2048 elements is reduced twice from L1 — mean, then squared deviations — and the pieces are
+//!   merged in f64 with Chan's formula, so large means do not cancel). [`NormOp`] normalises with
+//!   `y = x·scale[g] + shift[g]`; its backward computes `Σg` and `Σg·(x − mean)` per group and then
+//!   `dx`, `dweight`, `dbias` in two sweeps over the same groups, done in waves of groups that fit in the
+//!   last-level cache, so the second sweep does not go back to memory.
+//! * Layer: [`LayerNormOp`] computes statistics and output block by block (`C × ~1024` positions, in L2), so
+//!   the forward reads `x` once and writes `y` once; the backward recomputes the block's statistics and
+//!   produces `dx`, `dweight`, `dbias` in the same single sweep.
+//!
+//! All inner loops run over contiguous memory with 16-32 independent f32 lanes (AVX-512 friendly), partial
+//! sums go to f64 every few thousand elements.
 
 // Numeric kernels index several arrays with one loop counter; iterator chains would hide that.
 #![allow(clippy::needless_range_loop)]
 
 use super::conv3d::dispatch_float;
-use super::elem::{Elem, SharedMut, slice};
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
+use super::elem::{Elem, SharedMut, out_buf, slice};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Which elements share statistics.
@@ -55,14 +66,24 @@ impl View {
     }
 }
 
-/// Σ of a slice in f64 (blocks of 16 lanes in `T`, then f64).
-fn sum_f64<T: Elem>(v: &[T]) -> f64 {
+/// Independent accumulators in the reductions (two AVX-512 registers of f32).
+const LANES: usize = 32;
+/// Elements reduced in f32 lanes before the partial sum moves to f64.
+const SUB: usize = 2048;
+/// Elements per parallel piece of a Batch/Instance row.
+const PIECE: usize = 32 * 1024;
+/// Elements of one wave of groups in the Batch/Instance backward (x and g together: 8 MiB of f32).
+const WAVE: usize = 1 << 20;
+
+/// Σ v in f64 (f32 lanes inside).
+#[inline(always)]
+fn lane_sum<T: Elem>(v: &[T]) -> f64 {
     let mut total = 0f64;
-    for blk in v.chunks(512) {
-        let mut acc = [T::default(); 16];
-        let mut it = blk.chunks_exact(16);
+    for blk in v.chunks(SUB) {
+        let mut acc = [T::default(); LANES];
+        let mut it = blk.chunks_exact(LANES);
         for c in &mut it {
-            for i in 0..16 {
+            for i in 0..LANES {
                 acc[i] += c[i];
             }
         }
@@ -78,156 +99,149 @@ fn sum_f64<T: Elem>(v: &[T]) -> f64 {
     total
 }
 
-/// Σ (v - m)² in f64.
-fn sq_dev_f64<T: Elem>(v: &[T], m: T) -> f64 {
-    let mut total = 0f64;
-    for blk in v.chunks(512) {
-        let mut acc = [T::default(); 16];
-        let mut it = blk.chunks_exact(16);
-        for c in &mut it {
-            for i in 0..16 {
-                let d = c[i] - m;
-                acc[i] += d * d;
-            }
+/// Σ (v − m)² in f64 for a short slice (f32 lanes).
+#[inline(always)]
+fn lane_sq_dev<T: Elem>(v: &[T], m: T) -> f64 {
+    let mut acc = [T::default(); LANES];
+    let mut it = v.chunks_exact(LANES);
+    for c in &mut it {
+        for i in 0..LANES {
+            let d = c[i] - m;
+            acc[i] += d * d;
         }
-        let mut s = 0f64;
-        for r in it.remainder() {
-            let d = (*r - m).to_f64();
-            s += d * d;
-        }
-        for a in acc {
-            s += a.to_f64();
-        }
-        total += s;
     }
-    total
+    let mut s = 0f64;
+    for r in it.remainder() {
+        let d = (*r - m).to_f64();
+        s += d * d;
+    }
+    for a in acc {
+        s += a.to_f64();
+    }
+    s
 }
 
-/// (Σ g, Σ g·(x - m)·inv) in f64.
-fn sums_g_gx<T: Elem>(g: &[T], x: &[T], m: T, inv: T) -> (f64, f64) {
+/// (Σ g, Σ g·(x − m)) in f64 for a short slice pair (f32 lanes).
+#[inline(always)]
+fn lane_g_gx<T: Elem>(g: &[T], x: &[T], m: T) -> (f64, f64) {
+    let mut a1 = [T::default(); LANES];
+    let mut a2 = [T::default(); LANES];
+    let mut gi = g.chunks_exact(LANES);
+    let mut xi = x.chunks_exact(LANES);
+    for (gc, xc) in (&mut gi).zip(&mut xi) {
+        for i in 0..LANES {
+            a1[i] += gc[i];
+            a2[i] += gc[i] * (xc[i] - m);
+        }
+    }
     let (mut t1, mut t2) = (0f64, 0f64);
-    for (gb, xb) in g.chunks(512).zip(x.chunks(512)) {
-        let mut a1 = [T::default(); 16];
-        let mut a2 = [T::default(); 16];
-        let mut gi = gb.chunks_exact(16);
-        let mut xi = xb.chunks_exact(16);
-        for (gc, xc) in (&mut gi).zip(&mut xi) {
-            for i in 0..16 {
-                a1[i] += gc[i];
-                a2[i] += gc[i] * ((xc[i] - m) * inv);
-            }
-        }
-        for (gv, xv) in gi.remainder().iter().zip(xi.remainder()) {
-            t1 += gv.to_f64();
-            t2 += (*gv * ((*xv - m) * inv)).to_f64();
-        }
-        for i in 0..16 {
-            t1 += a1[i].to_f64();
-            t2 += a2[i].to_f64();
-        }
+    for (gv, xv) in gi.remainder().iter().zip(xi.remainder()) {
+        t1 += gv.to_f64();
+        t2 += gv.to_f64() * (*xv - m).to_f64();
+    }
+    for i in 0..LANES {
+        t1 += a1[i].to_f64();
+        t2 += a2[i].to_f64();
     }
     (t1, t2)
 }
 
-/// Mean and biased variance per group, `[2, groups]` as f64.
-pub(crate) fn stats<T: Elem>(x: &[T], v: &View) -> (Vec<f64>, Vec<f64>) {
-    let (c, inner) = (v.c, v.inner);
-    match v.mode {
-        Mode::Batch | Mode::Instance => {
-            let rows: Vec<(f64, f64)> = x
-                .par_chunks(inner)
-                .map(|row| {
-                    let s = sum_f64(row);
-                    (s, row.len() as f64)
-                })
-                .collect();
-            let g = v.groups();
-            let mut mean = vec![0f64; g];
-            let mut cnt = vec![0f64; g];
-            for (r, (s, n)) in rows.iter().enumerate() {
-                let grp = if v.mode == Mode::Batch { r % c } else { r };
-                mean[grp] += s;
-                cnt[grp] += n;
-            }
-            for (m, n) in mean.iter_mut().zip(&cnt) {
-                *m /= n;
-            }
-            let sq: Vec<f64> = x
-                .par_chunks(inner)
-                .enumerate()
-                .map(|(r, row)| {
-                    let grp = if v.mode == Mode::Batch { r % c } else { r };
-                    sq_dev_f64(row, T::from_f64(mean[grp]))
-                })
-                .collect();
-            let mut var = vec![0f64; g];
-            for (r, s) in sq.iter().enumerate() {
-                let grp = if v.mode == Mode::Batch { r % c } else { r };
-                var[grp] += s;
-            }
-            for (s, n) in var.iter_mut().zip(&cnt) {
-                *s /= n;
-            }
-            (mean, var)
-        }
-        Mode::Layer => {
-            let mut mean = vec![0f64; v.groups()];
-            let mut var = vec![0f64; v.groups()];
-            if inner == 1 {
-                mean.par_iter_mut()
-                    .zip(var.par_iter_mut())
-                    .zip(x.par_chunks(c))
-                    .for_each(|((mo, vo), xo)| {
-                        let m = sum_f64(xo) / c as f64;
-                        *mo = m;
-                        *vo = sq_dev_f64(xo, T::from_f64(m)) / c as f64;
-                    });
-                return (mean, var);
-            }
-            let (mp, vp) = (SharedMut(mean.as_mut_ptr()), SharedMut(var.as_mut_ptr()));
-            let blocks = inner.div_ceil(BLK);
-            (0..v.outer * blocks).into_par_iter().for_each(|t| {
-                let (o, i0) = (t / blocks, (t % blocks) * BLK);
-                let n = BLK.min(inner - i0);
-                let xo = &x[o * c * inner..][..c * inner];
-                // Columns of [C, inner]: accumulate in T over channels, vectorised over the block.
-                let mut acc = [T::default(); BLK];
-                for ch in 0..c {
-                    for (a, xv) in acc[..n].iter_mut().zip(&xo[ch * inner + i0..][..n]) {
-                        *a += *xv;
-                    }
-                }
-                let inv_c = T::from_f64(1.0 / c as f64);
-                for a in acc[..n].iter_mut() {
-                    *a *= inv_c;
-                }
-                let mut sq = [T::default(); BLK];
-                for ch in 0..c {
-                    for ((s, xv), m) in sq[..n]
-                        .iter_mut()
-                        .zip(&xo[ch * inner + i0..][..n])
-                        .zip(&acc[..n])
-                    {
-                        let d = *xv - *m;
-                        *s += d * d;
-                    }
-                }
-                for i in 0..n {
-                    // SAFETY: task (o, block) writes only its own n entries of mean/var.
-                    unsafe {
-                        *mp.ptr().add(o * inner + i0 + i) = acc[i].to_f64();
-                        *vp.ptr().add(o * inner + i0 + i) = sq[i].to_f64() / c as f64;
-                    }
-                }
+/// Count, mean and sum of squared deviations of a group part; merged with Chan et al.'s formula.
+#[derive(Clone, Copy, Default, Debug)]
+struct Moments {
+    n: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    fn of<T: Elem>(v: &[T]) -> Self {
+        let mut acc = Moments::default();
+        for blk in v.chunks(SUB) {
+            let n = blk.len() as f64;
+            let mean = lane_sum(blk) / n;
+            let m2 = lane_sq_dev(blk, T::from_f64(mean));
+            // Squared deviations were taken about the f32-rounded mean: correct to the exact mean.
+            let dm = mean - T::from_f64(mean).to_f64();
+            acc.merge(Moments {
+                n,
+                mean,
+                m2: (m2 - n * dm * dm).max(0.0),
             });
-            (mean, var)
         }
+        acc
+    }
+    fn merge(&mut self, o: Moments) {
+        if o.n == 0.0 {
+            return;
+        }
+        let n = self.n + o.n;
+        let d = o.mean - self.mean;
+        self.mean += d * o.n / n;
+        self.m2 += o.m2 + d * d * self.n * o.n / n;
+        self.n = n;
     }
 }
 
-const BLK: usize = 1024;
+/// A contiguous part of one `[inner]` row of a Batch/Instance view.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    row: usize,
+    start: usize,
+    len: usize,
+}
 
-/// Statistics op: `x → [2, groups]` (mean; biased variance), no gradient.
+impl View {
+    fn group_of_row(&self, row: usize) -> usize {
+        if self.mode == Mode::Batch {
+            row % self.c
+        } else {
+            row
+        }
+    }
+    /// The rows (`o·C + ch`) of groups `g0..g1`.
+    fn rows_of_groups(&self, g0: usize, g1: usize) -> Vec<usize> {
+        match self.mode {
+            Mode::Batch => (0..self.outer)
+                .flat_map(|o| (g0..g1).map(move |ch| o * self.c + ch))
+                .collect(),
+            _ => (g0..g1).collect(),
+        }
+    }
+    fn pieces(&self, rows: &[usize]) -> Vec<Piece> {
+        let per = self.inner.div_ceil(PIECE);
+        let chunk = self.inner.div_ceil(per);
+        rows.iter()
+            .flat_map(|&row| {
+                (0..per).map(move |p| Piece {
+                    row,
+                    start: p * chunk,
+                    len: chunk.min(self.inner - p * chunk),
+                })
+            })
+            .filter(|p| p.len > 0)
+            .collect()
+    }
+}
+
+/// Mean and biased variance per group (Batch/Instance), f64, one pass over `x`.
+pub(crate) fn stats<T: Elem>(x: &[T], v: &View) -> (Vec<f64>, Vec<f64>) {
+    let all: Vec<usize> = (0..v.outer * v.c).collect();
+    let pieces = v.pieces(&all);
+    let parts: Vec<Moments> = pieces
+        .par_iter()
+        .map(|p| Moments::of(&x[p.row * v.inner + p.start..][..p.len]))
+        .collect();
+    let mut acc = vec![Moments::default(); v.groups()];
+    for (p, m) in pieces.iter().zip(parts) {
+        acc[v.group_of_row(p.row)].merge(m);
+    }
+    let mean = acc.iter().map(|m| m.mean).collect();
+    let var = acc.iter().map(|m| m.m2 / m.n.max(1.0)).collect();
+    (mean, var)
+}
+
+/// Statistics op (Batch/Instance views): `x → [2, groups]` (mean; biased variance), no gradient.
 pub(crate) struct StatsOp {
     pub view: View,
 }
@@ -239,8 +253,8 @@ impl CustomOp1 for StatsOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         fn go<T: Elem>(v: &View, s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
             let x = slice::<T>(s, l, "norm-stats")?;
-            if x.len() != v.len() {
-                candle_core::bail!("norm-stats: {} elements, expected {:?}", x.len(), v);
+            if x.len() != v.len() || v.mode == Mode::Layer {
+                candle_core::bail!("norm-stats: {} elements, view {:?}", x.len(), v);
             }
             let (m, var) = stats(x, v);
             Ok(T::to_cpu_storage_owned(
@@ -252,19 +266,20 @@ impl CustomOp1 for StatsOp {
     }
 }
 
-/// Normalise + affine: `(x, stats [2, groups], wb [2, C]) → y`.
+/// Normalise + affine for Batch/Instance views: `(x, stats [2, groups], wb [2, C]) → y`.
+#[derive(Clone)]
 pub(crate) struct NormOp {
     pub view: View,
     pub eps: f64,
-    /// The statistics were computed from `x` (train-mode BN, IN, LN): backward goes through them.
+    /// The statistics were computed from `x` (train-mode BN, IN): backward goes through them.
     pub batch_stats: bool,
 }
 
-fn inv_std<T: Elem>(st: &[T], g: usize, eps: f64) -> (Vec<T>, Vec<T>) {
-    let mean = st[..g].to_vec();
+fn inv_std<T: Elem>(st: &[T], g: usize, eps: f64) -> (Vec<f64>, Vec<f64>) {
+    let mean = st[..g].iter().map(|m| m.to_f64()).collect();
     let inv = st[g..2 * g]
         .iter()
-        .map(|v| T::from_f64(1.0 / (v.to_f64() + eps).sqrt()))
+        .map(|v| 1.0 / (v.to_f64() + eps).sqrt())
         .collect();
     (mean, inv)
 }
@@ -273,42 +288,27 @@ fn norm_fwd<T: Elem>(x: &[T], st: &[T], wb: &[T], v: &View, eps: f64) -> Vec<T> 
     let (c, inner) = (v.c, v.inner);
     let (mean, inv) = inv_std(st, v.groups(), eps);
     let (w, b) = (&wb[..c], &wb[c..2 * c]);
-    let mut y = vec![T::default(); v.len()];
-    match v.mode {
-        Mode::Batch | Mode::Instance => {
-            y.par_chunks_mut(inner)
-                .zip(x.par_chunks(inner))
-                .enumerate()
-                .for_each(|(r, (yr, xr))| {
-                    let ch = r % c;
-                    let grp = if v.mode == Mode::Batch { ch } else { r };
-                    let scale = inv[grp] * w[ch];
-                    let shift = b[ch] - mean[grp] * scale;
-                    for (yv, xv) in yr.iter_mut().zip(xr) {
-                        *yv = *xv * scale + shift;
-                    }
-                });
+    let mut y = out_buf::<T>(v.len());
+    let all: Vec<usize> = (0..v.outer * c).collect();
+    let yp = SharedMut(y.as_mut_ptr());
+    v.pieces(&all).par_iter().for_each(|p| {
+        let (ch, grp) = (p.row % c, v.group_of_row(p.row));
+        let scale = inv[grp] * w[ch].to_f64();
+        let (scale, shift) = (
+            T::from_f64(scale),
+            T::from_f64(b[ch].to_f64() - mean[grp] * scale),
+        );
+        let off = p.row * inner + p.start;
+        // SAFETY: pieces are disjoint ranges of y.
+        let yr = unsafe { std::slice::from_raw_parts_mut(yp.ptr().add(off), p.len) };
+        for (yv, xv) in yr.iter_mut().zip(&x[off..][..p.len]) {
+            *yv = *xv * scale + shift;
         }
-        Mode::Layer => {
-            // One task per (outer, channel) row; statistics are per position within the row.
-            y.par_chunks_mut(inner)
-                .zip(x.par_chunks(inner))
-                .enumerate()
-                .for_each(|(r, (yr, xr))| {
-                    let (o, ch) = (r / c, r % c);
-                    let (wc, bc) = (w[ch], b[ch]);
-                    let m = &mean[o * inner..][..inner];
-                    let iv = &inv[o * inner..][..inner];
-                    for (((yv, xv), mv), ivv) in yr.iter_mut().zip(xr).zip(m).zip(iv) {
-                        *yv = (*xv - *mv) * *ivv * wc + bc;
-                    }
-                });
-        }
-    }
+    });
     y
 }
 
-/// Backward: returns `dx` (len of x) followed by `dw [C]`, `db [C]`.
+/// Backward (Batch/Instance): returns `dx` (len of x) followed by `dw [C]`, `db [C]`.
 fn norm_bwd<T: Elem>(
     x: &[T],
     st: &[T],
@@ -319,151 +319,100 @@ fn norm_bwd<T: Elem>(
     batch_stats: bool,
 ) -> Vec<T> {
     let (c, inner, len) = (v.c, v.inner, v.len());
-    let (mean, inv) = inv_std(st, v.groups(), eps);
+    let ng = v.groups();
+    let (mean, inv) = inv_std(st, ng, eps);
     let w = &wb[..c];
-    let mut out = vec![T::default(); len + 2 * c];
-    let (dx, dwb) = out.split_at_mut(len);
-    match v.mode {
-        Mode::Batch | Mode::Instance => {
-            let grp_of = |r: usize| if v.mode == Mode::Batch { r % c } else { r };
-            // Per row (outer, channel): Σg, Σg·x̂.
-            let rows: Vec<(f64, f64)> = g
-                .par_chunks(inner)
-                .zip(x.par_chunks(inner))
-                .enumerate()
-                .map(|(r, (gr, xr))| {
-                    let grp = grp_of(r);
-                    sums_g_gx(gr, xr, mean[grp], inv[grp])
-                })
-                .collect();
-            let ng = v.groups();
-            let mut s1 = vec![0f64; ng];
-            let mut s2 = vec![0f64; ng];
-            for (r, (a, b)) in rows.iter().enumerate() {
-                dwb[r % c] += T::from_f64(*b);
-                dwb[c + r % c] += T::from_f64(*a);
-                s1[grp_of(r)] += a;
-                s2[grp_of(r)] += b;
-            }
-            let m = v.per_group() as f64;
-            dx.par_chunks_mut(inner)
-                .zip(g.par_chunks(inner))
-                .zip(x.par_chunks(inner))
-                .enumerate()
-                .for_each(|(r, ((dr, gr), xr))| {
-                    let ch = r % c;
-                    let grp = grp_of(r);
-                    let k = inv[grp] * w[ch];
-                    if batch_stats {
-                        let mg = T::from_f64(s1[grp] / m);
-                        let mgx = T::from_f64(s2[grp] / m);
-                        let (mu, iv) = (mean[grp], inv[grp]);
-                        for ((d, gv), xv) in dr.iter_mut().zip(gr).zip(xr) {
-                            let xh = (*xv - mu) * iv;
-                            *d = k * (*gv - mg - xh * mgx);
-                        }
-                    } else {
-                        for (d, gv) in dr.iter_mut().zip(gr) {
-                            *d = k * *gv;
-                        }
-                    }
-                });
+    let mut out = out_buf::<T>(len + 2 * c);
+    let dxp = SharedMut(out.as_mut_ptr());
+    let mut dw = vec![0f64; c];
+    let mut db = vec![0f64; c];
+    let m = v.per_group() as f64;
+    // Waves of whole groups, about WAVE elements each: sweep 1 (sums) and sweep 2 (dx) of a wave run back to
+    // back, so sweep 2 finds x and g in the last-level cache.
+    let per_group = v.per_group().max(1);
+    let wave = (WAVE / per_group).max(1);
+    let mut g0 = 0;
+    while g0 < ng {
+        let g1 = (g0 + wave).min(ng);
+        let rows = v.rows_of_groups(g0, g1);
+        let pieces = v.pieces(&rows);
+        let sums: Vec<(f64, f64)> = pieces
+            .par_iter()
+            .map(|p| {
+                let grp = v.group_of_row(p.row);
+                let off = p.row * inner + p.start;
+                let mu = T::from_f64(mean[grp]);
+                let (gs, xs) = (&g[off..][..p.len], &x[off..][..p.len]);
+                let (mut a, mut b) = (0f64, 0f64);
+                for (gb, xb) in gs.chunks(SUB).zip(xs.chunks(SUB)) {
+                    let (s1, s2) = lane_g_gx(gb, xb, mu);
+                    a += s1;
+                    b += s2;
+                }
+                (a, b)
+            })
+            .collect();
+        // Per group: Σg and Σg·(x − mean).
+        let mut s1 = vec![0f64; g1 - g0];
+        let mut s2 = vec![0f64; g1 - g0];
+        for (p, (a, b)) in pieces.iter().zip(&sums) {
+            let grp = v.group_of_row(p.row);
+            s1[grp - g0] += a;
+            s2[grp - g0] += b;
+            let ch = p.row % c;
+            db[ch] += a;
+            dw[ch] += b * inv[grp];
         }
-        Mode::Layer => {
-            let rc = T::from_f64(1.0 / c as f64);
-            let dxp = SharedMut(dx.as_mut_ptr());
-            let (tasks, blocks) = if inner == 1 {
-                (v.outer.div_ceil(64), 0)
+        pieces.par_iter().for_each(|p| {
+            let (ch, grp) = (p.row % c, v.group_of_row(p.row));
+            let k = inv[grp] * w[ch].to_f64();
+            let off = p.row * inner + p.start;
+            // SAFETY: pieces are disjoint ranges of dx (the first `len` entries of `out`).
+            let dr = unsafe { std::slice::from_raw_parts_mut(dxp.ptr().add(off), p.len) };
+            let gs = &g[off..][..p.len];
+            if batch_stats {
+                // dx = k·(g − mean(g) − x̂·mean(g·x̂)) = k·g − k·mean(g) − (x − μ)·k·inv²·mean(g·(x − μ)).
+                let kk = T::from_f64(k);
+                let c0 = T::from_f64(k * s1[grp - g0] / m);
+                let bx = T::from_f64(k * inv[grp] * inv[grp] * s2[grp - g0] / m);
+                let mu = T::from_f64(mean[grp]);
+                for ((d, gv), xv) in dr.iter_mut().zip(gs).zip(&x[off..][..p.len]) {
+                    *d = kk * *gv - c0 - (*xv - mu) * bx;
+                }
             } else {
-                (v.outer * inner.div_ceil(BLK), inner.div_ceil(BLK))
-            };
-            let parts: Vec<Vec<f64>> = (0..tasks)
-                .into_par_iter()
-                .fold(
-                    || vec![0f64; 2 * c],
-                    |mut dwb_p, t| {
-                        if inner == 1 {
-                            // Token rows [C]: reduce each row over channels.
-                            let mut tmp = vec![T::default(); c];
-                            for o in t * 64..((t + 1) * 64).min(v.outer) {
-                                let (mu, iv) = (mean[o], inv[o]);
-                                let gr = &g[o * c..][..c];
-                                let xr = &x[o * c..][..c];
-                                let (mut p1, mut p2) = (T::default(), T::default());
-                                for ch in 0..c {
-                                    let xh = (xr[ch] - mu) * iv;
-                                    let gw = gr[ch] * w[ch];
-                                    p1 += gw;
-                                    p2 += gw * xh;
-                                    tmp[ch] = xh;
-                                    dwb_p[ch] += (gr[ch] * xh).to_f64();
-                                    dwb_p[c + ch] += gr[ch].to_f64();
-                                }
-                                let (p1, p2) = (p1 * rc, p2 * rc);
-                                for ch in 0..c {
-                                    // SAFETY: row o belongs to this task only.
-                                    unsafe {
-                                        *dxp.ptr().add(o * c + ch) =
-                                            iv * (gr[ch] * w[ch] - p1 - tmp[ch] * p2)
-                                    };
-                                }
-                            }
-                            return dwb_p;
-                        }
-                        let (o, i0) = (t / blocks, (t % blocks) * BLK);
-                        let n = BLK.min(inner - i0);
-                        let m = &mean[o * inner + i0..][..n];
-                        let iv = &inv[o * inner + i0..][..n];
-                        let mut a1 = [T::default(); BLK];
-                        let mut a2 = [T::default(); BLK];
-                        let mut tmp = [T::default(); BLK];
-                        for ch in 0..c {
-                            let wc = w[ch];
-                            let base = (o * c + ch) * inner + i0;
-                            let gr = &g[base..][..n];
-                            let xr = &x[base..][..n];
-                            for ((((p1, p2), t), gv), (xv, (mv, ivv))) in a1[..n]
-                                .iter_mut()
-                                .zip(a2[..n].iter_mut())
-                                .zip(tmp[..n].iter_mut())
-                                .zip(gr)
-                                .zip(xr.iter().zip(m.iter().zip(iv)))
-                            {
-                                let xh = (*xv - *mv) * *ivv;
-                                let gw = *gv * wc;
-                                *p1 += gw;
-                                *p2 += gw * xh;
-                                *t = *gv * xh;
-                            }
-                            dwb_p[ch] += sum_f64(&tmp[..n]);
-                            dwb_p[c + ch] += sum_f64(gr);
-                        }
-                        for ch in 0..c {
-                            let wc = w[ch];
-                            let base = (o * c + ch) * inner + i0;
-                            let gr = &g[base..][..n];
-                            let xr = &x[base..][..n];
-                            for (i, (gv, xv)) in gr.iter().zip(xr).enumerate() {
-                                let xh = (*xv - m[i]) * iv[i];
-                                // SAFETY: task (o, block) writes only its own columns of every channel.
-                                unsafe {
-                                    *dxp.ptr().add(base + i) =
-                                        iv[i] * (*gv * wc - a1[i] * rc - xh * a2[i] * rc)
-                                };
-                            }
-                        }
-                        dwb_p
-                    },
-                )
-                .collect();
-            for p in parts {
-                for (d, s) in dwb.iter_mut().zip(&p) {
-                    *d += T::from_f64(*s);
+                let kk = T::from_f64(k);
+                for (d, gv) in dr.iter_mut().zip(gs) {
+                    *d = kk * *gv;
                 }
             }
-        }
+        });
+        g0 = g1;
+    }
+    for ch in 0..c {
+        out[len + ch] = T::from_f64(dw[ch]);
+        out[len + c + ch] = T::from_f64(db[ch]);
     }
     out
+}
+
+fn check_sizes(
+    op: &str,
+    v: &View,
+    x: usize,
+    g: Option<usize>,
+    st: Option<usize>,
+    wb: usize,
+) -> candle_core::Result<()> {
+    let ok = x == v.len()
+        && g.is_none_or(|g| g == v.len())
+        && st.is_none_or(|s| s == 2 * v.groups())
+        && wb == 2 * v.c;
+    if !ok {
+        candle_core::bail!(
+            "{op}: sizes x {x}, grad {g:?}, stats {st:?}, affine {wb} disagree with {v:?}"
+        );
+    }
+    Ok(())
 }
 
 impl CustomOp3 for NormOp {
@@ -492,14 +441,7 @@ impl CustomOp3 for NormOp {
             let st = slice::<T>(s2, l2, "norm")?;
             let wb = slice::<T>(s3, l3, "norm")?;
             let v = &op.view;
-            if x.len() != v.len() || st.len() != 2 * v.groups() || wb.len() != 2 * v.c {
-                candle_core::bail!(
-                    "norm: sizes {}/{}/{} disagree with {v:?}",
-                    x.len(),
-                    st.len(),
-                    wb.len()
-                );
-            }
+            check_sizes("norm", v, x.len(), None, Some(st.len()), wb.len())?;
             Ok(T::to_cpu_storage_owned(norm_fwd(x, st, wb, v, op.eps)))
         }
         let st = dispatch_float!(s1, "norm", go(self, s1, l1, s2, l2, s3, l3))?;
@@ -524,13 +466,17 @@ impl CustomOp3 for NormOp {
                 batch_stats: self.batch_stats,
             },
         )?;
-        let len = self.view.len();
-        let dx = both.narrow(0, 0, len)?.reshape(x.shape())?;
-        let dwb = both
-            .narrow(0, len, 2 * self.view.c)?
-            .reshape((2, self.view.c))?;
+        let (dx, dwb) = split_dx_dwb(&both, x, self.view.c)?;
         Ok((Some(dx), None, Some(dwb)))
     }
+}
+
+/// `[dx; dw; db]` flattened → (`dx` shaped as `x`, `[2, C]`).
+fn split_dx_dwb(both: &Tensor, x: &Tensor, c: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    let len = x.elem_count();
+    let dx = both.narrow(0, 0, len)?.reshape(x.shape())?;
+    let dwb = both.narrow(0, len, 2 * c)?.reshape((2, c))?;
+    Ok((dx, dwb))
 }
 
 /// Backward of [`NormOp`]: `(grad, x, [stats; wb] flattened) → [dx; dw; db]` flattened.
@@ -567,10 +513,11 @@ impl CustomOp3 for NormBwdOp {
             let params = slice::<T>(s3, l3, "norm-bwd")?;
             let v = &op.view;
             let ng = 2 * v.groups();
-            if g.len() != v.len() || x.len() != v.len() || params.len() != ng + 2 * v.c {
-                candle_core::bail!("norm-bwd: sizes disagree with {v:?}");
+            if params.len() < ng {
+                candle_core::bail!("norm-bwd: {} parameters for {v:?}", params.len());
             }
             let (st, wb) = params.split_at(ng);
+            check_sizes("norm-bwd", v, x.len(), Some(g.len()), Some(ng), wb.len())?;
             Ok(T::to_cpu_storage_owned(norm_bwd(
                 x,
                 st,
@@ -582,6 +529,357 @@ impl CustomOp3 for NormBwdOp {
             )))
         }
         let st = dispatch_float!(s1, "norm-bwd", go(self, s1, l1, s2, l2, s3, l3))?;
+        Ok((st, Shape::from(self.view.len() + 2 * self.view.c)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// LayerNorm (statistics over the channels of every position), fused statistics + normalisation.
+
+/// Positions per Layer block so that `C × block` f32 stay in L2 (≈128 KiB per array).
+fn layer_block(c: usize) -> usize {
+    ((32 * 1024) / c.max(1)).clamp(16, 4096)
+}
+
+/// Mean and `1/sqrt(var + eps)` of the `n` positions starting at `i0` of sample `xo` (`[C, inner]`), into
+/// `mean[..n]`, `inv[..n]` (two sweeps over the block, which is in cache after the first).
+#[allow(clippy::too_many_arguments)]
+fn layer_block_stats<T: Elem>(
+    xo: &[T],
+    c: usize,
+    inner: usize,
+    i0: usize,
+    n: usize,
+    eps: f64,
+    mean: &mut [T],
+    inv: &mut [T],
+) {
+    let (mean, inv) = (&mut mean[..n], &mut inv[..n]);
+    mean.fill(T::default());
+    for ch in 0..c {
+        for (a, xv) in mean.iter_mut().zip(&xo[ch * inner + i0..][..n]) {
+            *a += *xv;
+        }
+    }
+    let rcm = T::from_f64(1.0 / c as f64);
+    for a in mean.iter_mut() {
+        *a *= rcm;
+    }
+    inv.fill(T::default());
+    for ch in 0..c {
+        for ((s, xv), m) in inv.iter_mut().zip(&xo[ch * inner + i0..][..n]).zip(&*mean) {
+            let d = *xv - *m;
+            *s += d * d;
+        }
+    }
+    let rc = 1.0 / c as f64;
+    for s in inv.iter_mut() {
+        *s = T::from_f64(1.0 / (s.to_f64() * rc + eps).sqrt());
+    }
+}
+
+/// Σ of a short row (tokens' channels) in the element type: 16 lanes, then a pairwise tree.
+#[inline(always)]
+fn short_sum<T: Elem>(r: &[T]) -> T {
+    short_reduce(r, r, |a, _| a)
+}
+
+/// Σ (v − m)² of a short row.
+#[inline(always)]
+fn short_sq_dev<T: Elem>(r: &[T], m: T) -> T {
+    short_reduce(r, r, |a, _| (a - m) * (a - m))
+}
+
+/// Σ a·b of two short rows.
+#[inline(always)]
+fn short_dot<T: Elem>(a: &[T], b: &[T]) -> T {
+    short_reduce(a, b, |x, y| x * y)
+}
+
+#[inline(always)]
+fn short_reduce<T: Elem>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [T::default(); 16];
+    let mut ai = a.chunks_exact(16);
+    let mut bi = b.chunks_exact(16);
+    for (ac, bc) in (&mut ai).zip(&mut bi) {
+        for i in 0..16 {
+            acc[i] += f(ac[i], bc[i]);
+        }
+    }
+    for (i, (x, y)) in ai.remainder().iter().zip(bi.remainder()).enumerate() {
+        acc[i] += f(*x, *y);
+    }
+    for w in [8, 4, 2, 1] {
+        for i in 0..w {
+            let v = acc[i + w];
+            acc[i] += v;
+        }
+    }
+    acc[0]
+}
+
+/// Row statistics of token rows `[C]` (mean, 1/sqrt(var + eps)), two short reductions in the element type.
+#[inline(always)]
+fn token_stats<T: Elem>(r: &[T], eps: f64) -> (T, T) {
+    let rc = T::from_f64(1.0 / r.len() as f64);
+    let m = short_sum(r) * rc;
+    let var = short_sq_dev(r, m) * rc;
+    (m, T::from_f64(1.0 / (var.to_f64() + eps).sqrt()))
+}
+
+fn layer_fwd<T: Elem>(x: &[T], wb: &[T], v: &View, eps: f64) -> Vec<T> {
+    let (c, inner) = (v.c, v.inner);
+    let (w, b) = (&wb[..c], &wb[c..2 * c]);
+    let mut y = out_buf::<T>(v.len());
+    if inner == 1 {
+        // Tokens [outer, C]: rows of C contiguous values.
+        y.par_chunks_mut(c * 256)
+            .zip(x.par_chunks(c * 256))
+            .for_each(|(yb, xb)| {
+                for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
+                    let (m, iv) = token_stats(xr, eps);
+                    for (((yv, xv), wv), bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                        *yv = (*xv - m) * iv * *wv + *bv;
+                    }
+                }
+            });
+        return y;
+    }
+    let blk = layer_block(c);
+    let blocks = inner.div_ceil(blk);
+    let yp = SharedMut(y.as_mut_ptr());
+    (0..v.outer * blocks).into_par_iter().for_each_init(
+        || (vec![T::default(); blk], vec![T::default(); blk]),
+        |(mean, inv), t| {
+            let (o, i0) = (t / blocks, (t % blocks) * blk);
+            let n = blk.min(inner - i0);
+            let xo = &x[o * c * inner..][..c * inner];
+            layer_block_stats(xo, c, inner, i0, n, eps, mean, inv);
+            for ch in 0..c {
+                let (wc, bc) = (w[ch], b[ch]);
+                let off = (o * c + ch) * inner + i0;
+                // SAFETY: task (o, block) writes only its own n columns of every channel.
+                let yr = unsafe { std::slice::from_raw_parts_mut(yp.ptr().add(off), n) };
+                for (((yv, xv), m), iv) in yr
+                    .iter_mut()
+                    .zip(&x[off..][..n])
+                    .zip(&mean[..n])
+                    .zip(&inv[..n])
+                {
+                    *yv = (*xv - *m) * (*iv * wc) + bc;
+                }
+            }
+        },
+    );
+    y
+}
+
+/// Backward of the Layer view: `[dx; dw; db]`.
+fn layer_bwd<T: Elem>(x: &[T], wb: &[T], g: &[T], v: &View, eps: f64) -> Vec<T> {
+    let (c, inner, len) = (v.c, v.inner, v.len());
+    let w = &wb[..c];
+    let rc = T::from_f64(1.0 / c as f64);
+    let mut out = out_buf::<T>(len + 2 * c);
+    let dxp = SharedMut(out.as_mut_ptr());
+    let parts: Vec<Vec<f64>> = if inner == 1 {
+        const ROWS: usize = 256;
+        (0..v.outer.div_ceil(ROWS))
+            .into_par_iter()
+            .fold(
+                || vec![0f64; 2 * c],
+                |mut acc, t| {
+                    let mut dw = vec![T::default(); c];
+                    let mut db = vec![T::default(); c];
+                    let mut xh = vec![T::default(); c];
+                    let mut gw = vec![T::default(); c];
+                    for o in t * ROWS..((t + 1) * ROWS).min(v.outer) {
+                        let (xr, gr) = (&x[o * c..][..c], &g[o * c..][..c]);
+                        let (m, iv) = token_stats(xr, eps);
+                        for ch in 0..c {
+                            xh[ch] = (xr[ch] - m) * iv;
+                            gw[ch] = gr[ch] * w[ch];
+                            dw[ch] += gr[ch] * xh[ch];
+                            db[ch] += gr[ch];
+                        }
+                        let p1 = short_sum(&gw) * rc;
+                        let p2 = short_dot(&gw, &xh) * rc;
+                        // SAFETY: row o belongs to this task only.
+                        let dr = unsafe { std::slice::from_raw_parts_mut(dxp.ptr().add(o * c), c) };
+                        for ((d, gv), h) in dr.iter_mut().zip(&gw).zip(&xh) {
+                            *d = iv * (*gv - p1 - *h * p2);
+                        }
+                    }
+                    for ch in 0..c {
+                        acc[ch] += dw[ch].to_f64();
+                        acc[c + ch] += db[ch].to_f64();
+                    }
+                    acc
+                },
+            )
+            .collect()
+    } else {
+        let blk = layer_block(c);
+        let blocks = inner.div_ceil(blk);
+        (0..v.outer * blocks)
+            .into_par_iter()
+            .fold(
+                || (vec![0f64; 2 * c], [(); 5].map(|_| vec![T::default(); blk])),
+                |(mut acc, mut bufs), t| {
+                    let [mean, inv, a1, a2, tmp] = &mut bufs;
+                    let (o, i0) = (t / blocks, (t % blocks) * blk);
+                    let n = blk.min(inner - i0);
+                    let xo = &x[o * c * inner..][..c * inner];
+                    layer_block_stats(xo, c, inner, i0, n, eps, mean, inv);
+                    let (mean, inv) = (&mean[..n], &inv[..n]);
+                    let (a1, a2, tmp) = (&mut a1[..n], &mut a2[..n], &mut tmp[..n]);
+                    a1.fill(T::default());
+                    a2.fill(T::default());
+                    // Sweep 1: Σ_c g·w, Σ_c g·w·x̂ per position; Σ_positions g·x̂ and g per channel.
+                    for ch in 0..c {
+                        let wc = w[ch];
+                        let off = (o * c + ch) * inner + i0;
+                        let (gr, xr) = (&g[off..][..n], &x[off..][..n]);
+                        for i in 0..n {
+                            let xh = (xr[i] - mean[i]) * inv[i];
+                            let gw = gr[i] * wc;
+                            a1[i] += gw;
+                            a2[i] += gw * xh;
+                            tmp[i] = gr[i] * xh;
+                        }
+                        acc[ch] += lane_sum(tmp);
+                        acc[c + ch] += lane_sum(gr);
+                    }
+                    for i in 0..n {
+                        a1[i] *= rc;
+                        a2[i] *= rc;
+                    }
+                    // Sweep 2 (from cache): dx = inv·(g·w − mean_c(g·w) − x̂·mean_c(g·w·x̂)).
+                    for ch in 0..c {
+                        let wc = w[ch];
+                        let off = (o * c + ch) * inner + i0;
+                        let (gr, xr) = (&g[off..][..n], &x[off..][..n]);
+                        // SAFETY: task (o, block) writes only its own n columns of every channel.
+                        let dr = unsafe { std::slice::from_raw_parts_mut(dxp.ptr().add(off), n) };
+                        for i in 0..n {
+                            let xh = (xr[i] - mean[i]) * inv[i];
+                            dr[i] = inv[i] * (gr[i] * wc - a1[i] - xh * a2[i]);
+                        }
+                    }
+                    (acc, bufs)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .collect()
+    };
+    let mut dwb = vec![0f64; 2 * c];
+    for p in parts {
+        for (d, s) in dwb.iter_mut().zip(&p) {
+            *d += s;
+        }
+    }
+    for (o, d) in out[len..].iter_mut().zip(&dwb) {
+        *o = T::from_f64(*d);
+    }
+    out
+}
+
+/// LayerNorm over the channels (Layer views, `inner == 1` for tokens): `(x, wb [2, C]) → y`.
+#[derive(Clone)]
+pub(crate) struct LayerNormOp {
+    pub view: View,
+    pub eps: f64,
+}
+
+impl CustomOp2 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn go<T: Elem>(
+            op: &LayerNormOp,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> candle_core::Result<CpuStorage> {
+            let x = slice::<T>(s1, l1, "layer-norm")?;
+            let wb = slice::<T>(s2, l2, "layer-norm")?;
+            check_sizes("layer-norm", &op.view, x.len(), None, None, wb.len())?;
+            Ok(T::to_cpu_storage_owned(layer_fwd(x, wb, &op.view, op.eps)))
+        }
+        let st = dispatch_float!(s1, "layer-norm", go(self, s1, l1, s2, l2))?;
+        Ok((st, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wb: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let both = grad.contiguous()?.apply_op3_no_bwd(
+            &x.contiguous()?,
+            &wb.contiguous()?,
+            &LayerNormBwdOp {
+                view: self.view,
+                eps: self.eps,
+            },
+        )?;
+        let (dx, dwb) = split_dx_dwb(&both, x, self.view.c)?;
+        Ok((Some(dx), Some(dwb)))
+    }
+}
+
+/// Backward of [`LayerNormOp`]: `(grad, x, wb) → [dx; dw; db]` flattened.
+struct LayerNormBwdOp {
+    view: View,
+    eps: f64,
+}
+
+impl CustomOp3 for LayerNormBwdOp {
+    fn name(&self) -> &'static str {
+        "layer-norm-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn go<T: Elem>(
+            op: &LayerNormBwdOp,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> candle_core::Result<CpuStorage> {
+            let g = slice::<T>(s1, l1, "layer-norm-bwd")?;
+            let x = slice::<T>(s2, l2, "layer-norm-bwd")?;
+            let wb = slice::<T>(s3, l3, "layer-norm-bwd")?;
+            check_sizes(
+                "layer-norm-bwd",
+                &op.view,
+                x.len(),
+                Some(g.len()),
+                None,
+                wb.len(),
+            )?;
+            Ok(T::to_cpu_storage_owned(layer_bwd(
+                x, wb, g, &op.view, op.eps,
+            )))
+        }
+        let st = dispatch_float!(s1, "layer-norm-bwd", go(self, s1, l1, s2, l2, s3, l3))?;
         Ok((st, Shape::from(self.view.len() + 2 * self.view.c)))
     }
 }

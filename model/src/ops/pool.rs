@@ -2,7 +2,7 @@
 //! zero padding, PyTorch's default `count_include_pad=True`). Parallel over (sample, channel) planes.
 
 use super::conv3d::dispatch_float;
-use super::elem::{Elem, slice};
+use super::elem::{Elem, out_buf, slice};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -37,69 +37,82 @@ fn window(o: usize, s: usize, p: usize, k: usize, n: usize) -> (usize, usize) {
     (lo, hi.max(lo))
 }
 
-/// Visits every output of one plane with its window: `f(out_index, window ranges)`.
-fn for_windows(pool: &Pool, i: [usize; 3], mut f: impl FnMut(usize, [(usize, usize); 3])) {
-    let o = pool.out(i);
-    let mut idx = 0;
-    for z in 0..o[0] {
-        let wz = window(z, pool.s[0], pool.p[0], pool.k[0], i[0]);
-        for y in 0..o[1] {
-            let wy = window(y, pool.s[1], pool.p[1], pool.k[1], i[1]);
-            for x in 0..o[2] {
-                let wx = window(x, pool.s[2], pool.p[2], pool.k[2], i[2]);
-                f(idx, [wz, wy, wx]);
-                idx += 1;
-            }
-        }
-    }
+/// Window ranges of every output index along one axis.
+fn windows(pool: &Pool, i: [usize; 3], a: usize) -> Vec<(usize, usize)> {
+    (0..pool.out(i)[a])
+        .map(|o| window(o, pool.s[a], pool.p[a], pool.k[a], i[a]))
+        .collect()
 }
 
-/// Flat index of the first maximum of the window (NaN wins, as in PyTorch).
-fn argmax<T: Elem>(plane: &[T], i: [usize; 3], w: [(usize, usize); 3]) -> Option<usize> {
-    let mut best: Option<(usize, T)> = None;
-    for z in w[0].0..w[0].1 {
-        for y in w[1].0..w[1].1 {
-            for x in w[2].0..w[2].1 {
-                let j = (z * i[1] + y) * i[2] + x;
-                let v = plane[j];
-                match best {
-                    None => best = Some((j, v)),
-                    Some((_, b)) if v > b || v.to_f64().is_nan() && !b.to_f64().is_nan() => {
-                        best = Some((j, v))
-                    }
-                    _ => {}
-                }
-            }
+/// Is `v` NaN (generic: NaN is the only value unequal to itself).
+#[inline(always)]
+#[allow(clippy::eq_op)]
+fn is_nan<T: Elem>(v: T) -> bool {
+    v != v
+}
+
+/// Visits every output row `(z, y)` of one plane with the input rows of its window: `f(out_row_index, rows)`
+/// where `rows` yields the flat start of each input row `(iz, iy)` in window order.
+fn for_rows(
+    i: [usize; 3],
+    wz: &[(usize, usize)],
+    wy: &[(usize, usize)],
+    mut f: impl FnMut(usize, &mut dyn Iterator<Item = usize>),
+) {
+    let oy = wy.len();
+    for (z, &(z0, z1)) in wz.iter().enumerate() {
+        for (y, &(y0, y1)) in wy.iter().enumerate() {
+            let mut rows = (z0..z1).flat_map(|iz| (y0..y1).map(move |iy| (iz * i[1] + iy) * i[2]));
+            f(z * oy + y, &mut rows);
         }
     }
-    best.map(|(j, _)| j)
 }
 
 fn forward<T: Elem>(x: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> {
     let i = [dims[2], dims[3], dims[4]];
-    let (isp, osp) = (
-        i.iter().product::<usize>(),
-        pool.out(i).iter().product::<usize>(),
-    );
+    let o = pool.out(i);
+    let (isp, osp) = (i.iter().product::<usize>(), o.iter().product::<usize>());
     let inv = T::from_f64(1.0 / pool.k.iter().product::<usize>() as f64);
-    let mut y = vec![T::default(); dims[0] * dims[1] * osp];
+    let (wz, wy, wx) = (
+        windows(pool, i, 0),
+        windows(pool, i, 1),
+        windows(pool, i, 2),
+    );
+    let mut y = out_buf::<T>(dims[0] * dims[1] * osp);
+    // One task per (sample, channel) plane; per output row, the window's input rows are combined in turn.
+    let neg_inf = T::from_f64(f64::NEG_INFINITY);
     y.par_chunks_mut(osp)
         .zip(x.par_chunks(isp))
         .for_each(|(yp, xp)| {
-            for_windows(pool, i, |o, w| {
-                yp[o] = if pool.max {
-                    argmax(xp, i, w).map_or(T::default(), |j| xp[j])
-                } else {
-                    let mut s = T::default();
-                    for z in w[0].0..w[0].1 {
-                        for yy in w[1].0..w[1].1 {
-                            for v in &xp[(z * i[1] + yy) * i[2]..][w[2].0..w[2].1] {
-                                s += *v;
+            for_rows(i, &wz, &wy, |r, rows| {
+                let yr = &mut yp[r * o[2]..][..o[2]];
+                yr.fill(if pool.max { neg_inf } else { T::default() });
+                for start in rows {
+                    let xr = &xp[start..][..i[2]];
+                    for (yv, &(x0, x1)) in yr.iter_mut().zip(&wx) {
+                        let win = &xr[x0..x1];
+                        if pool.max {
+                            let mut m = *yv;
+                            for &v in win {
+                                if v > m || (is_nan(v) && !is_nan(m)) {
+                                    m = v;
+                                }
                             }
+                            *yv = m;
+                        } else {
+                            let mut acc = T::default();
+                            for &v in win {
+                                acc += v;
+                            }
+                            *yv += acc;
                         }
                     }
-                    s * inv
-                };
+                }
+                if !pool.max {
+                    for yv in yr.iter_mut() {
+                        *yv *= inv;
+                    }
+                }
             });
         });
     y
@@ -107,25 +120,49 @@ fn forward<T: Elem>(x: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> {
 
 fn backward<T: Elem>(x: &[T], g: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> {
     let i = [dims[2], dims[3], dims[4]];
-    let (isp, osp) = (
-        i.iter().product::<usize>(),
-        pool.out(i).iter().product::<usize>(),
-    );
+    let o = pool.out(i);
+    let (isp, osp) = (i.iter().product::<usize>(), o.iter().product::<usize>());
     let inv = T::from_f64(1.0 / pool.k.iter().product::<usize>() as f64);
-    let mut dx = vec![T::default(); x.len()];
+    let (wz, wy, wx) = (
+        windows(pool, i, 0),
+        windows(pool, i, 1),
+        windows(pool, i, 2),
+    );
+    let mut dx = out_buf::<T>(x.len());
     dx.par_chunks_mut(isp)
         .zip(x.par_chunks(isp).zip(g.par_chunks(osp)))
         .for_each(|(dp, (xp, gp))| {
-            for_windows(pool, i, |o, w| {
+            // Max: the first maximum of each window (same scan order as the forward) takes the gradient.
+            let mut best_v = vec![T::default(); o[2]];
+            let mut best_i = vec![usize::MAX; o[2]];
+            for_rows(i, &wz, &wy, |r, rows| {
+                let gr = &gp[r * o[2]..][..o[2]];
                 if pool.max {
-                    if let Some(j) = argmax(xp, i, w) {
-                        dp[j] += gp[o];
+                    best_i.fill(usize::MAX);
+                    for start in rows {
+                        let xr = &xp[start..][..i[2]];
+                        for ((m, bi), &(x0, x1)) in
+                            best_v.iter_mut().zip(best_i.iter_mut()).zip(&wx)
+                        {
+                            for (j, &v) in xr[x0..x1].iter().enumerate() {
+                                if *bi == usize::MAX || v > *m || (is_nan(v) && !is_nan(*m)) {
+                                    *m = v;
+                                    *bi = start + x0 + j;
+                                }
+                            }
+                        }
+                    }
+                    for (bi, gv) in best_i.iter().zip(gr) {
+                        if *bi != usize::MAX {
+                            dp[*bi] += *gv;
+                        }
                     }
                 } else {
-                    let v = gp[o] * inv;
-                    for z in w[0].0..w[0].1 {
-                        for yy in w[1].0..w[1].1 {
-                            for d in &mut dp[(z * i[1] + yy) * i[2]..][w[2].0..w[2].1] {
+                    for start in rows {
+                        let dr = &mut dp[start..][..i[2]];
+                        for (gv, &(x0, x1)) in gr.iter().zip(&wx) {
+                            let v = *gv * inv;
+                            for d in &mut dr[x0..x1] {
                                 *d += v;
                             }
                         }
@@ -137,6 +174,7 @@ fn backward<T: Elem>(x: &[T], g: &[T], dims: [usize; 5], pool: &Pool) -> Vec<T> 
 }
 
 /// Pooling forward op.
+#[derive(Clone)]
 pub(crate) struct PoolOp(pub Pool);
 
 impl CustomOp1 for PoolOp {

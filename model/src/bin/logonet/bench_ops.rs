@@ -13,6 +13,8 @@ struct Row {
     pass: &'static str,
     wall_ms: f64,
     cpu_s: f64,
+    /// Kernel part of `cpu_s` (page faults of fresh buffers, mostly).
+    sys_s: f64,
     gflop: Option<f64>,
     gflops_wall: Option<f64>,
     gflops_per_core: Option<f64>,
@@ -51,27 +53,51 @@ fn cpu_seconds_stat() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// System (kernel) CPU seconds of this process: page faults of fresh allocations show up here.
+fn sys_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    s.rfind(')')
+        .and_then(|i| s[i + 2..].split_whitespace().nth(12))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(f64::NAN, |t| t / 100.0)
+}
+
 /// Runs `f` once to warm up, then `reps` times; returns the fastest wall time and the CPU time of that run.
-fn measure(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
+fn measure(
+    reps: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, f64, f64)> {
     f()?;
-    let mut best = (f64::INFINITY, f64::NAN);
+    let mut best = (f64::INFINITY, f64::NAN, f64::NAN);
     for _ in 0..reps.max(1) {
-        let (c0, t0) = (cpu_seconds(), Instant::now());
+        let (c0, s0, t0) = (cpu_seconds(), sys_seconds(), Instant::now());
         f()?;
-        let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+        let (wall, cpu, sys) = (
+            t0.elapsed().as_secs_f64(),
+            cpu_seconds() - c0,
+            sys_seconds() - s0,
+        );
         if wall < best.0 {
-            best = (wall, cpu);
+            best = (wall, cpu, sys);
         }
     }
     Ok(best)
 }
 
-fn row(case: &str, pass: &'static str, (wall, cpu): (f64, f64), gflop: Option<f64>) -> Row {
+fn row(
+    case: &str,
+    pass: &'static str,
+    (wall, cpu, sys): (f64, f64, f64),
+    gflop: Option<f64>,
+) -> Row {
     Row {
         case: case.to_string(),
         pass,
         wall_ms: wall * 1e3,
         cpu_s: cpu,
+        sys_s: sys,
         gflop,
         gflops_wall: gflop.map(|g| g / wall),
         gflops_per_core: gflop.map(|g| g / cpu.max(1e-9)),
@@ -116,8 +142,15 @@ fn conv_case(
     Ok(())
 }
 
-type Op = Box<dyn Fn(&Tensor) -> logonet::Result<Tensor>>;
+type Op = Box<dyn Fn(&Tensor) -> logonet::Result<ops::OpRun>>;
 
+/// Norm/activation/upsampling/pooling case: three rows.
+/// * `forward`: the op alone.
+/// * `fwd+bwd(g)`: forward, then the op's own backward kernels for a fixed random upstream gradient `g` (what
+///   PyTorch's `y.backward(g)` runs for a leaf input: the op's backward, nothing else).
+/// * `fwd+bwd autograd`: forward + `y.sum_all().backward()` through candle's autograd, which adds candle's
+///   sum, the broadcast of its gradient and the `zeros_like + add` that candle's `GradStore` runs for every
+///   gradient it accumulates (single-threaded, a full pass over memory each).
 fn elementwise_case(
     rows: &mut Vec<Row>,
     reps: usize,
@@ -135,13 +168,21 @@ fn elementwise_case(
         })?,
         None,
     ));
+    let g = op(x.as_tensor())?.y.randn_like(0.0, 1.0)?;
     let fb = measure(reps, || {
-        let y = op(x.as_tensor())?;
+        let run = op(x.as_tensor())?;
+        let grads = run.backward(&g)?;
+        anyhow::ensure!(!grads.is_empty(), "no gradient");
+        Ok(())
+    })?;
+    rows.push(row(name, "fwd+bwd(g)", fb, None));
+    let fb = measure(reps, || {
+        let y = op(x.as_tensor())?.y;
         let g = y.sum_all()?.backward()?;
         g.get(x.as_tensor()).context("no gradient")?;
         Ok(())
     })?;
-    rows.push(row(name, "forward+backward", fb, None));
+    rows.push(row(name, "fwd+bwd autograd", fb, None));
     Ok(())
 }
 
@@ -195,39 +236,49 @@ pub fn run(a: &OpsArgs) -> anyhow::Result<()> {
     let cases: Vec<(&str, Vec<usize>, Op)> = vec![
         ("batch_norm_eval 1x32x96^3", dims.to_vec(), {
             let (w, b, rm, rv) = (w.clone(), b.clone(), rm.clone(), rv.clone());
-            Box::new(move |x| ops::batch_norm_eval(x, Some(&w), Some(&b), &rm, &rv, 1e-5))
+            Box::new(move |x| ops::batch_norm_eval_run(x, Some(&w), Some(&b), &rm, &rv, 1e-5))
         }),
         ("batch_norm_train 1x32x96^3", dims.to_vec(), {
             let (w, b) = (w.clone(), b.clone());
-            Box::new(move |x| Ok(ops::batch_norm_train(x, Some(&w), Some(&b), 1e-5)?.0))
+            Box::new(move |x| Ok(ops::batch_norm_train_run(x, Some(&w), Some(&b), 1e-5)?.0))
         }),
         ("instance_norm3d 1x32x96^3", dims.to_vec(), {
             let (w, b) = (w.clone(), b.clone());
-            Box::new(move |x| ops::instance_norm3d(x, Some(&w), Some(&b), 1e-5))
+            Box::new(move |x| ops::instance_norm3d_run(x, Some(&w), Some(&b), 1e-5))
         }),
         ("layer_norm_channels 1x32x96^3", dims.to_vec(), {
             let (w, b) = (w.clone(), b.clone());
-            Box::new(move |x| ops::layer_norm_channels(x, &w, &b, 1e-5))
+            Box::new(move |x| ops::layer_norm_channels_run(x, &w, &b, 1e-5))
         }),
         ("layer_norm_last 1x96^3x32", vec![1, 96 * 96 * 96, c], {
             let (w, b) = (w.clone(), b.clone());
-            Box::new(move |x| ops::layer_norm_last(x, &w, &b, 1e-5))
+            Box::new(move |x| ops::layer_norm_last_run(x, &w, &b, 1e-5))
         }),
-        ("gelu 1x32x96^3", dims.to_vec(), Box::new(ops::gelu)),
+        ("gelu 1x32x96^3", dims.to_vec(), Box::new(ops::gelu_run)),
         (
             "leaky_relu 1x32x96^3",
             dims.to_vec(),
-            Box::new(|x| ops::leaky_relu(x, 0.01)),
+            Box::new(|x| ops::leaky_relu_run(x, 0.01)),
         ),
         (
             "upsample_trilinear2x 1x32x48^3",
             vec![1, c, 48, 48, 48],
-            Box::new(ops::upsample_trilinear2x),
+            Box::new(ops::upsample_trilinear2x_run),
         ),
         (
             "upsample_nearest2x 1x32x48^3",
             vec![1, c, 48, 48, 48],
-            Box::new(ops::upsample_nearest2x),
+            Box::new(ops::upsample_nearest2x_run),
+        ),
+        (
+            "max_pool3d 2^3 s2 1x32x96^3",
+            dims.to_vec(),
+            Box::new(|x| ops::max_pool3d_run(x, [2; 3], [2; 3], [0; 3])),
+        ),
+        (
+            "avg_pool3d 3^3 s2 p1 1x32x96^3",
+            dims.to_vec(),
+            Box::new(|x| ops::avg_pool3d_run(x, [3; 3], [2; 3], [1; 3])),
         ),
     ];
     for (name, d, op) in cases {
@@ -246,17 +297,18 @@ pub fn run(a: &OpsArgs) -> anyhow::Result<()> {
         r.max(1)
     );
     println!(
-        "{:<34} {:<17} {:>10} {:>8} {:>10} {:>12}",
-        "case", "pass", "wall ms", "CPU s", "GFLOP/s", "GFLOP/s/core"
+        "{:<34} {:<17} {:>10} {:>8} {:>8} {:>10} {:>12}",
+        "case", "pass", "wall ms", "CPU s", "sys s", "GFLOP/s", "GFLOP/s/core"
     );
     for x in &rows {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         println!(
-            "{:<34} {:<17} {:>10.1} {:>8.3} {:>10} {:>12}",
+            "{:<34} {:<17} {:>10.1} {:>8.3} {:>8.3} {:>10} {:>12}",
             x.case,
             x.pass,
             x.wall_ms,
             x.cpu_s,
+            x.sys_s,
             f(x.gflops_wall),
             f(x.gflops_per_core)
         );
