@@ -416,7 +416,196 @@ fn check_decodable(uid: &str, path: &Path) -> Result<()> {
     }
 }
 
+/// `rows × cols × frames`, refused when it overflows or exceeds [`super::nifti::DEFAULT_MAX_VOXELS`] (a corrupt
+/// or absurd header must not drive an allocation).
+fn checked_voxels(rows: usize, cols: usize, frames: usize, path: &Path) -> Result<usize> {
+    rows.checked_mul(cols)
+        .and_then(|v| v.checked_mul(frames))
+        .filter(|&n| n <= super::nifti::DEFAULT_MAX_VOXELS)
+        .ok_or_else(|| {
+            Error::format(
+                format!(
+                    "absurd image size: {cols} columns x {rows} rows x {frames} frames exceeds the limit of {} voxels",
+                    super::nifti::DEFAULT_MAX_VOXELS
+                ),
+                path,
+            )
+        })
+}
+
+/// Walks the elements of a Part-10 file and refuses one whose defined length runs past the end of the file.
+///
+/// The DICOM parser reserves and zero-fills an element's declared length before reading it, so one corrupt length
+/// field in a 1 KB file would make it fill gigabytes. Explicit and implicit VR (either byte order) are walked,
+/// sequences and items entered, encapsulated pixel data fragments skipped; deflated or unknown transfer syntaxes
+/// are left to the parser (their lengths refer to the inflated stream).
+fn check_element_lengths(bytes: &[u8], path: &Path) -> Result<()> {
+    const UNDEFINED: u32 = u32::MAX;
+    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+        return Ok(()); // not Part 10: the parser says what is wrong
+    }
+    let bad = |what: String| Err(Error::format(format!("corrupt DICOM file: {what}"), path));
+    let u16_at = |p: usize, big: bool| {
+        let b = [bytes[p], bytes[p + 1]];
+        if big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    };
+    let u32_at = |p: usize, big: bool| {
+        let b = [bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]];
+        if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    // The file meta group (explicit VR little endian), to find the transfer syntax.
+    let mut pos = 132;
+    let mut ts = String::new();
+    while pos + 8 <= bytes.len() && u16_at(pos, false) == 0x0002 {
+        let elem = u16_at(pos + 2, false);
+        let (len, hdr) = if !short_vr([bytes[pos + 4], bytes[pos + 5]]) {
+            if pos + 12 > bytes.len() {
+                return bad("file meta information cut short".into());
+            }
+            (u32_at(pos + 8, false) as usize, 12)
+        } else {
+            (u16_at(pos + 6, false) as usize, 8)
+        };
+        if pos + hdr + len > bytes.len() {
+            return bad(format!(
+                "meta element (0002,{elem:04X}) claims {len} bytes, {} remain",
+                bytes.len().saturating_sub(pos + hdr)
+            ));
+        }
+        if elem == 0x0010 {
+            ts = trimmed(&String::from_utf8_lossy(&bytes[pos + hdr..pos + hdr + len]));
+        }
+        pos += hdr + len;
+    }
+    let (explicit, big) = match ts.as_str() {
+        "1.2.840.10008.1.2" => (false, false),
+        "1.2.840.10008.1.2.2" => (true, true),
+        // Deflated data sets: the lengths refer to the inflated stream.
+        "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.4.95" => return Ok(()),
+        // Every other known transfer syntax (the compressed ones included) is explicit VR little endian.
+        _ if TransferSyntaxRegistry.get(&ts).is_some() => (true, false),
+        _ => {
+            return Err(Error::format(
+                format!("unsupported transfer syntax: unknown UID {ts:?}"),
+                path,
+            ));
+        }
+    };
+    let end = bytes.len();
+    let mut in_fragments = false;
+    while pos + 8 <= end {
+        let group = u16_at(pos, big);
+        let elem = u16_at(pos + 2, big);
+        if group == 0xFFFE {
+            let len = u32_at(pos + 4, big);
+            pos += 8;
+            match elem {
+                0xE000 if in_fragments => {
+                    if len == UNDEFINED || pos + len as usize > end {
+                        return bad(format!(
+                            "pixel data fragment claims {len} bytes, {} remain",
+                            end - pos
+                        ));
+                    }
+                    pos += len as usize;
+                }
+                0xE000 => {
+                    if len != UNDEFINED && pos + len as usize > end {
+                        return bad(format!(
+                            "sequence item claims {len} bytes, {} remain",
+                            end - pos
+                        ));
+                    }
+                }
+                0xE0DD => in_fragments = false,
+                _ => {}
+            }
+            continue;
+        }
+        let (len, hdr, vr) = if explicit {
+            let vr = [bytes[pos + 4], bytes[pos + 5]];
+            if !short_vr(vr) {
+                if pos + 12 > end {
+                    return bad("element header cut short".into());
+                }
+                (u32_at(pos + 8, big), 12, Some(vr))
+            } else {
+                (u16_at(pos + 6, big) as u32, 8, Some(vr))
+            }
+        } else {
+            (u32_at(pos + 4, big), 8, None)
+        };
+        pos += hdr;
+        if len == UNDEFINED {
+            if (group, elem) == (0x7FE0, 0x0010) {
+                in_fragments = true;
+            }
+            continue; // a sequence (or encapsulated pixel data): walk into it
+        }
+        let len = len as usize;
+        if pos + len > end {
+            return bad(format!(
+                "element ({group:04X},{elem:04X}) claims {len} bytes, {} remain",
+                end - pos
+            ));
+        }
+        // Defined-length sequences are walked into; in implicit VR a value that starts with an item tag is one.
+        let is_sequence = match vr {
+            Some(vr) => &vr == b"SQ",
+            None => len >= 8 && u16_at(pos, big) == 0xFFFE && u16_at(pos + 2, big) == 0xE000,
+        };
+        if !is_sequence {
+            pos += len;
+        }
+    }
+    Ok(())
+}
+
+/// Whether an explicit VR has a 2-byte length field. Every other VR, an unknown one included (the parser reads
+/// unknown VRs as UN), has 2 reserved bytes and a 4-byte length.
+fn short_vr(vr: [u8; 2]) -> bool {
+    matches!(
+        &vr,
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
+    )
+}
+
+/// Reads a file and checks its element lengths before the DICOM parser sees it.
+fn checked_file(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read DICOM file", e, path))?;
+    check_element_lengths(&bytes, path)
+}
+
 fn open_header(path: &Path) -> Result<DefaultDicomObject> {
+    checked_file(path)?;
     OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -424,6 +613,7 @@ fn open_header(path: &Path) -> Result<DefaultDicomObject> {
 }
 
 fn open_full(path: &Path) -> Result<DefaultDicomObject> {
+    checked_file(path)?;
     OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| Error::format(format!("cannot read DICOM file ({e})"), path))
@@ -598,6 +788,70 @@ struct DecodedSlice {
     cols: usize,
     spacing_between_mm: Option<f64>,
     source: PathBuf,
+    /// A warning about this file (geometry that had to be assumed).
+    note: Option<String>,
+}
+
+/// Geometry for the frames of a multi-frame object that has no per-frame functional groups (no
+/// PlanePositionSequence): frames are stacked in stored order along the normal of the top-level
+/// ImageOrientationPatient (identity when absent), SpacingBetweenSlices (else SliceThickness, else 1 mm) apart,
+/// starting at the top-level ImagePositionPatient (else the origin). Returns the geometries and a warning.
+fn stacked_frames_geometry(obj: &InMemDicomObject, frames: usize) -> (Vec<SliceGeometry>, String) {
+    let top = frame_geometry(obj, 0);
+    let mut assumed = Vec::new();
+    let mut g = top.unwrap_or_else(|| {
+        assumed.push(
+            "no ImagePositionPatient/ImageOrientationPatient: identity orientation at the origin",
+        );
+        SliceGeometry {
+            position_lps_mm: [0.0; 3],
+            orientation: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+            pixel_spacing_mm: get_f64s(obj, tags::PIXEL_SPACING)
+                .filter(|v| v.len() >= 2)
+                .map(|v| [v[0], v[1]])
+                .unwrap_or([1.0, 1.0]),
+            thickness_mm: get_f64s(obj, tags::SLICE_THICKNESS).and_then(|v| v.first().copied()),
+        }
+    });
+    if get_f64s(obj, tags::PIXEL_SPACING).is_none() && top.is_none() {
+        assumed.push("no PixelSpacing: 1 mm pixels");
+    }
+    let normal = normalized([g.orientation[0], g.orientation[1], g.orientation[2]])
+        .zip(normalized([
+            g.orientation[3],
+            g.orientation[4],
+            g.orientation[5],
+        ]))
+        .and_then(|(r, c)| normalized(cross(r, c)))
+        .unwrap_or([0.0, 0.0, 1.0]);
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    let (step, from) = match get_f64s(obj, tags::SPACING_BETWEEN_SLICES)
+        .and_then(|v| v.first().copied())
+        .filter(|&v| positive(v))
+    {
+        Some(s) => (s, "SpacingBetweenSlices"),
+        None => match g.thickness_mm.filter(|&v| positive(v)) {
+            Some(t) => (t, "SliceThickness"),
+            None => (1.0, "an assumed 1 mm"),
+        },
+    };
+    let p0 = g.position_lps_mm;
+    g.thickness_mm = None;
+    let geoms = (0..frames)
+        .map(|f| SliceGeometry {
+            position_lps_mm: std::array::from_fn(|a| p0[a] + f as f64 * step * normal[a]),
+            ..g
+        })
+        .collect();
+    let mut note = format!(
+        "{frames} frames without per-frame functional groups (no PlanePositionSequence): stacked in stored order, \
+         {step} mm apart ({from})"
+    );
+    for a in assumed {
+        note.push_str("; ");
+        note.push_str(a);
+    }
+    (geoms, note)
 }
 
 /// Decodes every frame of one file (modality LUT applied).
@@ -631,18 +885,30 @@ fn decode_file(path: &Path, cancel: &CancelToken) -> Result<Vec<DecodedSlice>> {
             path,
         ));
     }
-    let frames = get_int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize;
-    let multiframe_geometry = obj
-        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
-        .is_some();
-    if frames > 1 && !multiframe_geometry {
+    let stored = get_int(&obj, tags::BITS_STORED).unwrap_or(bits);
+    let high = get_int(&obj, tags::HIGH_BIT).unwrap_or(stored - 1);
+    if !matches!(bits, 8 | 16 | 32 | 64)
+        || !(1..=bits).contains(&stored)
+        || !(0..bits).contains(&high)
+    {
         return Err(Error::format(
             format!(
-                "{frames} frames without per-frame functional groups: frame positions are unknown"
+                "invalid pixel layout: BitsAllocated {bits}, BitsStored {stored}, HighBit {high}"
             ),
             path,
         ));
     }
+    let frames = get_int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize;
+    let voxels = checked_voxels(rows, cols, frames, path)?;
+    if voxels == 0 {
+        return Err(Error::format(
+            format!("empty image: {cols} columns x {rows} rows"),
+            path,
+        ));
+    }
+    let multiframe_geometry = obj
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .is_some();
     let decoded = obj.decode_pixel_data().map_err(|e| {
         Error::format(
             format!(
@@ -675,6 +941,12 @@ fn decode_file(path: &Path, cancel: &CancelToken) -> Result<Vec<DecodedSlice>> {
             path,
         ));
     }
+    let (stacked, note) = if frames > 1 && !multiframe_geometry {
+        let (g, n) = stacked_frames_geometry(&obj, frames);
+        (Some(g), Some(n))
+    } else {
+        (None, None)
+    };
     (0..frames)
         .map(|f| {
             cancel.check()?;
@@ -697,12 +969,16 @@ fn decode_file(path: &Path, cancel: &CancelToken) -> Result<Vec<DecodedSlice>> {
                 ));
             }
             Ok(DecodedSlice {
-                geometry: frame_geometry(&obj, f),
+                geometry: match &stacked {
+                    Some(g) => g.get(f).copied(),
+                    None => frame_geometry(&obj, f),
+                },
                 pixels,
                 rows,
                 cols,
                 spacing_between_mm,
                 source: path.to_path_buf(),
+                note: note.clone(),
             })
         })
         .collect()
@@ -775,7 +1051,10 @@ pub fn load_series_with(
         .collect::<Result<_>>()?;
     cancel.check()?;
     let slices: Vec<DecodedSlice> = per_file.into_iter().flatten().collect();
-    let (rows, cols) = (slices[0].rows, slices[0].cols);
+    let Some(first) = slices.first() else {
+        return Err(Error::format("series has no frames", where_));
+    };
+    let (rows, cols) = (first.rows, first.cols);
     if let Some(bad) = slices.iter().find(|s| s.rows != rows || s.cols != cols) {
         return Err(Error::format(
             format!(
@@ -785,7 +1064,12 @@ pub fn load_series_with(
             &bad.source,
         ));
     }
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    for n in slices.iter().filter_map(|s| s.note.as_ref()) {
+        if !warnings.contains(n) {
+            warnings.push(n.clone());
+        }
+    }
     let geoms: Vec<SliceGeometry> = if slices.iter().all(|s| s.geometry.is_some()) {
         slices.iter().filter_map(|s| s.geometry).collect()
     } else if slices.len() == 1 {
@@ -823,13 +1107,18 @@ pub fn load_series_with(
 /// Fails when there is none, or when there are several (the message lists them; pick one with [`scan_series`] and
 /// [`load_series`]). Segmentations in the folder are ignored.
 pub fn load_dicom_image(path: &Path) -> Result<ImageVolume> {
+    Ok(load_dicom_image_with_warnings(path)?.0)
+}
+
+/// [`load_dicom_image`], returning the loader's warnings as well.
+pub fn load_dicom_image_with_warnings(path: &Path) -> Result<(ImageVolume, Vec<String>)> {
     let series: Vec<SeriesInfo> = scan_series(path)?
         .into_iter()
         .filter(|s| s.kind != SeriesKind::Segmentation)
         .collect();
     match series.as_slice() {
         [] => Err(Error::format("no DICOM image series found", path)),
-        [one] => Ok(load_series(one)?.0),
+        [one] => load_series(one),
         many => {
             let list: Vec<String> = many
                 .iter()
@@ -960,15 +1249,16 @@ pub fn load_seg(seg_path: &Path, reference: &ImageVolume, source: &SeriesInfo) -
         .to_bytes()
         .map_err(|e| Error::format(format!("cannot read pixel data ({e})"), seg_path))?;
     let frame_len = rows * cols;
+    let total = checked_voxels(rows, cols, frames, seg_path)?;
     let (needed, fractional_max) = match (bits, seg_type.as_str()) {
-        (1, _) => ((frames * frame_len).div_ceil(8), None),
+        (1, _) => (total.div_ceil(8), None),
         (8, "FRACTIONAL") => {
             let max = get_int(&obj, tags::MAXIMUM_FRACTIONAL_VALUE)
                 .unwrap_or(255)
                 .max(1);
-            (frames * frame_len, Some(max as f64))
+            (total, Some(max as f64))
         }
-        (8, _) => (frames * frame_len, Some(2.0)), // 8-bit binary: any value >= 1
+        (8, _) => (total, Some(2.0)), // 8-bit binary: any value >= 1
         _ => {
             return Err(Error::format(
                 format!("SEG with {bits} bits allocated ({seg_type}) is not supported"),

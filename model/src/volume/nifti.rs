@@ -27,6 +27,9 @@ use std::path::Path;
 /// Default cap on the voxels of one frame (2^30 ≈ 1.07 G voxels, 4 GiB as f32).
 pub const DEFAULT_MAX_VOXELS: usize = 1 << 30;
 
+/// The largest expansion a deflate stream can achieve (1032:1), rounded up.
+const MAX_DEFLATE_RATIO: u128 = 1040;
+
 /// Options for reading.
 #[derive(Clone, Debug)]
 pub struct ReadOptions {
@@ -360,6 +363,20 @@ fn decode(bytes: &[u8], path: &Path, opts: &ReadOptions) -> Result<Raw> {
     let end = start.checked_add(frame_bytes).ok_or_else(too_big)?;
     let total_needed = offset as u128 + (nvox as u128) * (info.frames as u128) * (bpv as u128);
     let data: std::borrow::Cow<[u8]> = if is_gz(bytes) {
+        // Deflate expands at most ~1032:1: a header asking for more than that is truncated (or absurd), which
+        // is known before allocating or inflating anything.
+        if end as u128 > (bytes.len() as u128) * MAX_DEFLATE_RATIO {
+            return Err(fmt_err(
+                format!(
+                    "truncated file: {} compressed bytes cannot hold dims {:?} × {} frame(s) of {:?} ({end} bytes)",
+                    bytes.len(),
+                    info.dims,
+                    info.frames,
+                    info.datatype
+                ),
+                path,
+            ));
+        }
         let mut dec = flate2::read::MultiGzDecoder::new(bytes);
         let mut skip = std::io::sink();
         let skipped = std::io::copy(&mut (&mut dec).take(start as u64), &mut skip)

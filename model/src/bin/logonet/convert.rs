@@ -21,6 +21,12 @@ pub struct Args {
     /// Treat the input as a label map (nearest resampling, uint8/uint16 output).
     #[arg(long)]
     pub labels: bool,
+    /// Frame of a 4-D NIfTI input (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub frame: usize,
+    /// Which image series of a DICOM folder holding several (the index `logonet inspect` lists).
+    #[arg(long)]
+    pub series: Option<usize>,
 }
 
 /// Runs `logonet convert`.
@@ -32,14 +38,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let code = args.orient.as_deref().map(parse_code).transpose()?;
     let spacing = args.spacing.as_ref().map(|s| [s[0], s[1], s[2]]);
-    let is_nifti = args.input.is_file();
+    let is_nifti = logonet::volume::io::is_nifti_path(&args.input);
+    let read_opts = ReadOptions {
+        frame: args.frame,
+        ..ReadOptions::default()
+    };
     if args.labels {
         anyhow::ensure!(
             is_nifti,
             "label maps are read from NIfTI files: {}",
             args.input.display()
         );
-        let src = nifti::read_labels(&args.input, &ReadOptions::default())?;
+        let src = nifti::read_labels(&args.input, &read_opts)?;
         let mut v = src.volume;
         if let Some(c) = code {
             v = reorient(&v, c)?.0;
@@ -60,13 +70,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let (mut v, header) = if is_nifti {
-        let src = nifti::read_image(&args.input, &ReadOptions::default())?;
+        let src = nifti::read_image(&args.input, &read_opts)?;
         if src.nonfinite_voxels > 0 {
             eprintln!("warning: {} NaN/Inf voxels", src.nonfinite_voxels);
         }
+        if src.info.frames > 1 {
+            eprintln!("4-D input: frame {} of {}", args.frame, src.info.frames);
+        }
         (src.volume, Some(src.info.header))
     } else {
-        (logonet::volume::io::load_image(&args.input)?, None)
+        let (v, warnings) = logonet::volume::io::load_image_with(
+            &args.input,
+            &logonet::volume::io::LoadOptions {
+                frame: args.frame,
+                series: args.series,
+            },
+        )?;
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        (v, None)
     };
     if let Some(c) = code {
         v = reorient(&v, c)?.0;

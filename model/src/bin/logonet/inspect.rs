@@ -16,6 +16,9 @@ pub struct Args {
     /// Frame of a 4-D file.
     #[arg(long, default_value_t = 0)]
     pub frame: usize,
+    /// Which image series of a DICOM folder holding several (default: the only one).
+    #[arg(long)]
+    pub series: Option<usize>,
 }
 
 /// Label names from a `labels.json` or `dataset.json` beside the file ("N": "name" maps; a nested
@@ -59,7 +62,7 @@ fn label_names(path: &Path) -> Option<LabelTable> {
 
 /// Runs `logonet inspect`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.input.is_dir() {
+    if args.input.is_dir() || logonet::volume::io::is_dicom_file(&args.input) {
         return inspect_dicom(&args);
     }
     let img = nifti::read_image(
@@ -188,18 +191,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn inspect_dicom(args: &Args) -> anyhow::Result<()> {
+    use logonet::volume::dicom::SeriesKind;
     let series = logonet::volume::dicom::scan_series(&args.input)?;
-    for s in &series {
-        eprintln!("{}", s.summary());
-    }
+    let images: Vec<_> = series
+        .iter()
+        .filter(|s| s.kind != SeriesKind::Segmentation)
+        .collect();
     let listed: Vec<_> = series
         .iter()
         .map(|s| {
             json!({
                 "summary": s.summary(),
+                "kind": format!("{:?}", s.kind),
                 "modality": s.modality,
                 "description": s.description,
                 "series_number": s.series_number,
+                "series_uid": s.series_uid,
                 "rows": s.rows,
                 "cols": s.cols,
                 "slices": s.slices,
@@ -208,23 +215,111 @@ fn inspect_dicom(args: &Args) -> anyhow::Result<()> {
             })
         })
         .collect();
-    // The geometry when the folder holds exactly one image series.
-    let volume = logonet::volume::io::load_image(&args.input)
-        .ok()
-        .map(|vol| {
-            json!({
-                "dims": vol.dims,
-                "spacing_mm": vol.spacing_mm(),
-                "ras_from_ijk": vol.ras_from_ijk.0,
-                "orientation": vol.ras_from_ijk.orientation_code().iter().collect::<String>(),
-            })
-        });
+    // The geometry of the chosen image series (the only one, or --series N).
+    let chosen = match args.series {
+        Some(n) => images.get(n).copied(),
+        None if images.len() == 1 => images.first().copied(),
+        None => None,
+    };
+    let (volume, error) = match chosen.map(logonet::volume::dicom::load_series) {
+        None if images.len() > 1 => (
+            None,
+            Some(format!(
+                "{} image series: pick one with --series N",
+                images.len()
+            )),
+        ),
+        None => (None, args.series.map(|n| format!("no image series {n}"))),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        Some(Ok((vol, warnings))) => {
+            let (mut lo, mut hi, mut sum, mut nonfinite) =
+                (f32::INFINITY, f32::NEG_INFINITY, 0f64, 0usize);
+            for &x in &vol.data {
+                if x.is_finite() {
+                    lo = lo.min(x);
+                    hi = hi.max(x);
+                    sum += x as f64;
+                } else {
+                    nonfinite += 1;
+                }
+            }
+            let finite = vol.len() - nonfinite;
+            (
+                Some(json!({
+                    "dims": vol.dims,
+                    "spacing_mm": vol.spacing_mm(),
+                    "ras_from_ijk": vol.ras_from_ijk.0,
+                    "orientation": vol.ras_from_ijk.orientation_code().iter().collect::<String>(),
+                    "intensity": {"min": lo, "max": hi, "mean": if finite > 0 { sum / finite as f64 } else { f64::NAN }},
+                    "nonfinite_voxels": nonfinite,
+                    "warnings": warnings,
+                })),
+                None,
+            )
+        }
+    };
     let out = json!({
         "path": args.input,
         "format": "dicom",
         "series": listed,
         "volume": volume,
+        "error": error,
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{}", args.input.display());
+    println!("  format       DICOM, {} series", series.len());
+    let mut n_image = 0;
+    for s in &series {
+        let tag = if s.kind == SeriesKind::Segmentation {
+            "   ".to_string()
+        } else {
+            n_image += 1;
+            format!("[{}]", n_image - 1)
+        };
+        println!("    {tag} {}", s.summary());
+    }
+    if let Some(v) = &volume {
+        let f = |x: &serde_json::Value| x.as_f64().unwrap_or(f64::NAN);
+        let d = &v["dims"];
+        println!("  dims         {} x {} x {}", d[0], d[1], d[2]);
+        let sp = &v["spacing_mm"];
+        println!(
+            "  spacing      {:.4} x {:.4} x {:.4} mm",
+            f(&sp[0]),
+            f(&sp[1]),
+            f(&sp[2])
+        );
+        println!("  orientation  {}", v["orientation"].as_str().unwrap_or(""));
+        println!("  ras_from_ijk");
+        for r in 0..4 {
+            let row = &v["ras_from_ijk"][r];
+            println!(
+                "    [{:>10.4} {:>10.4} {:>10.4} {:>10.4}]",
+                f(&row[0]),
+                f(&row[1]),
+                f(&row[2]),
+                f(&row[3])
+            );
+        }
+        let it = &v["intensity"];
+        println!(
+            "  intensity    min {} max {} mean {:.3}",
+            f(&it["min"]),
+            f(&it["max"]),
+            f(&it["mean"])
+        );
+        if v["nonfinite_voxels"].as_u64().unwrap_or(0) > 0 {
+            println!("  WARNING      {} NaN/Inf voxels", v["nonfinite_voxels"]);
+        }
+        for w in v["warnings"].as_array().into_iter().flatten() {
+            println!("  warning      {}", w.as_str().unwrap_or(""));
+        }
+    }
+    if let Some(e) = &error {
+        println!("  not loaded   {e}");
+    }
     Ok(())
 }
