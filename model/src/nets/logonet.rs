@@ -221,6 +221,7 @@ impl Logonet {
     /// built from the current weights on each call; to run many windows build the `InferenceNet` once.
     /// Train mode, and [`Logonet::forward_graph`] in either mode, run layer by layer with autograd.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.cfg.check_input(x.dims())?; // before folding: shape-only networks must fail here
         if train {
             Ok(self.forward_parts(x, true)?.logits)
         } else {
