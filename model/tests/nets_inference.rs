@@ -50,8 +50,10 @@ fn inference_logonet_tiny_matches_reference() {
 fn folded_matches_graph(name: &str, cfg: NetConfig, input: [usize; 5]) {
     let cfg = cfg.with_out_channels(5);
     let loaded = new_net(&cfg, &Device::Cpu).unwrap();
+    // Train-mode passes on a batch of 2 (BatchNorm needs more than one value per channel at 1³).
+    let train_shape = [2, input[1], input[2], input[3], input[4]];
     for _ in 0..2 {
-        let x = Tensor::randn(0f32, 1.0, input.as_slice(), &Device::Cpu)
+        let x = Tensor::randn(0f32, 1.0, train_shape.as_slice(), &Device::Cpu)
             .unwrap()
             .affine(3.0, 1.0)
             .unwrap();
