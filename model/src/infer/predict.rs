@@ -8,7 +8,7 @@ use super::bundle::{Bundle, Preprocess};
 use super::sliding_window::{SlidingWindowConfig, sliding_window_argmax};
 use crate::Result;
 use crate::job::{CancelToken, Progress, ProgressEvent};
-use crate::nets::SegmentationNet as _;
+use crate::nets::InferenceNet;
 use crate::volume::transforms::{self, PreprocessRecord};
 use crate::volume::{Affine, ImageVolume, LabelVolume, Volume, orient, resample};
 use candle_core::{Device, Tensor};
@@ -116,12 +116,13 @@ pub fn segment(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<LabelVolume> {
-    let net = bundle.build_net(&options.device)?;
+    // Fold once (BatchNorm into the convs, plain tensors): every window then runs without autograd.
+    let net = InferenceNet::new(&bundle.build_net(&options.device)?)?;
     segment_with(
         volume,
         &bundle.meta.preprocess,
         options,
-        |x| net.forward_t(x, false),
+        |x| net.forward(x),
         progress,
         cancel,
     )

@@ -118,6 +118,16 @@ impl Conv3d {
         &self.weight
     }
 
+    /// The bias `[O]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Stride, padding, dilation and groups.
+    pub fn params(&self) -> &Conv3dParams {
+        &self.params
+    }
+
     /// Output shape for an input shape `[N, I, D, H, W]`, recording the MACs in `counter`.
     pub fn macs(&self, counter: &mut MacCounter, input: [usize; 5]) -> Result<[usize; 5]> {
         if input[1] != self.in_channels {
@@ -235,6 +245,21 @@ impl BatchNorm3d {
         self.running_var.as_tensor()
     }
 
+    /// The affine weight (gamma) `[C]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The affine bias (beta) `[C]`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// The epsilon added to the variance (1e-5).
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// Records the thop-convention cost of a normalisation (4 ops per element when affine).
     pub fn macs(&self, counter: &mut MacCounter, input: [usize; 5]) -> [usize; 5] {
         counter.add_norm(input.iter().product::<usize>() as u64, true);
@@ -267,6 +292,11 @@ impl LayerNormChannels {
         ops::layer_norm_channels(x, &self.weight, &self.bias, self.eps)
     }
 
+    /// `(weight, bias, eps)`.
+    pub fn parts(&self) -> (&Tensor, &Tensor, f64) {
+        (&self.weight, &self.bias, self.eps)
+    }
+
     /// Records the thop-convention cost (4 ops per element, affine).
     pub fn macs(&self, counter: &mut MacCounter, input: [usize; 5]) -> [usize; 5] {
         counter.add_norm(input.iter().product::<usize>() as u64, true);
@@ -278,11 +308,11 @@ impl LayerNormChannels {
 /// optionally followed by `nn.Upsample(×2, trilinear)` at `.6`.
 #[derive(Clone, Debug)]
 pub struct DoubleCbr {
-    conv_a: Conv3d,
-    bn_a: BatchNorm3d,
-    conv_b: Conv3d,
-    bn_b: BatchNorm3d,
-    upsample: bool,
+    pub(super) conv_a: Conv3d,
+    pub(super) bn_a: BatchNorm3d,
+    pub(super) conv_b: Conv3d,
+    pub(super) bn_b: BatchNorm3d,
+    pub(super) upsample: bool,
 }
 
 impl DoubleCbr {

@@ -12,6 +12,7 @@
 //! classifier. We follow the code (it produced the published numbers).
 
 use super::flops::MacCounter;
+use super::inference::InferenceNet;
 use super::layers::{BatchNorm3d, Conv3d};
 use super::ulkanet::{self, Ulkanet, check_input_dims};
 use crate::ops;
@@ -143,7 +144,7 @@ fn gcd(a: usize, b: usize) -> usize {
 
 /// The fusion head's normalisation layer.
 #[derive(Clone, Debug)]
-enum FusionNormLayer {
+pub(super) enum FusionNormLayer {
     Batch(BatchNorm3d),
     Instance,
 }
@@ -164,12 +165,12 @@ pub struct LogonetParts {
 /// LoGoNet (`VANV4122GL` / `VANV4121GL`).
 #[derive(Clone, Debug)]
 pub struct Logonet {
-    cfg: Config,
-    global: Ulkanet,
-    locals: Vec<Ulkanet>,
-    conv0: Conv3d,
-    norm: FusionNormLayer,
-    conv3: Conv3d,
+    pub(super) cfg: Config,
+    pub(super) global: Ulkanet,
+    pub(super) locals: Vec<Ulkanet>,
+    pub(super) conv0: Conv3d,
+    pub(super) norm: FusionNormLayer,
+    pub(super) conv3: Conv3d,
 }
 
 impl Logonet {
@@ -215,11 +216,25 @@ impl Logonet {
     }
 
     /// `[N, in, D, H, W]` → logits `[N, out, D, H, W]`; D, H, W multiples of [`Config::input_multiple`].
+    ///
+    /// Eval mode (`train = false`) runs the [`InferenceNet`] form (BatchNorm folded, no autograd graph),
+    /// built from the current weights on each call; to run many windows build the `InferenceNet` once.
+    /// Train mode, and [`Logonet::forward_graph`] in either mode, run layer by layer with autograd.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.cfg.check_input(x.dims())?; // before folding: shape-only networks must fail here
+        if train {
+            Ok(self.forward_parts(x, true)?.logits)
+        } else {
+            InferenceNet::from_logonet(self)?.forward(x)
+        }
+    }
+
+    /// The layer-by-layer forward (differentiable in both modes; eval mode uses the running statistics).
+    pub fn forward_graph(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         Ok(self.forward_parts(x, train)?.logits)
     }
 
-    /// Forward pass that also returns the branch outputs.
+    /// Layer-by-layer forward pass that also returns the branch outputs.
     pub fn forward_parts(&self, x: &Tensor, train: bool) -> Result<LogonetParts> {
         self.cfg.check_input(x.dims())?;
         let p = self.cfg.patch_count;

@@ -11,6 +11,7 @@
 //! | [`logonet`] | LoGoNet (`VANV4122GL`, `VANV4121GL`) |
 //! | [`checkpoint`] | reference state dicts (safetensors, `.pt/.pth`), our own safetensors checkpoints |
 //! | [`flops`] | parameter and MAC counts without allocating |
+//! | [`inference`] | eval-only form: BatchNorm folded, no autograd graph, no full-resolution concatenation |
 //!
 //! Every network takes its weights from a `candle_nn::VarBuilder` under the reference's state-dict names;
 //! BatchNorm running statistics are variables too (names ending in [`layers::BUFFER_SUFFIXES`], see
@@ -19,11 +20,13 @@
 
 pub mod checkpoint;
 pub mod flops;
+pub mod inference;
 pub mod layers;
 pub mod logonet;
 pub mod ulkanet;
 pub mod van3d;
 
+pub use inference::InferenceNet;
 pub use layers::{BUFFER_SUFFIXES, is_trainable};
 pub use logonet::Logonet;
 pub use ulkanet::Ulkanet;

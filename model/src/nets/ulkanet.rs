@@ -12,6 +12,7 @@
 //! convolutions.
 
 use super::flops::MacCounter;
+use super::inference::InferenceNet;
 use super::layers::{Conv3d, DoubleCbr};
 use super::van3d::Van3d;
 use crate::{Error, Result};
@@ -161,17 +162,17 @@ pub enum Head {
 /// ULKANet (`VANV412`) or the LoGoNet sub-network (`VANV4121`).
 #[derive(Clone, Debug)]
 pub struct Ulkanet {
-    cfg: Config,
-    head: Head,
-    first_conv: DoubleCbr,
-    van3d: Van3d,
-    upsample: Vec<DoubleCbr>,
-    conv_res: Vec<DoubleCbr>,
-    conv: Vec<DoubleCbr>,
-    final_conv0: DoubleCbr,
-    final_upsample: DoubleCbr,
-    final_conv1: DoubleCbr,
-    logits: Option<Conv3d>,
+    pub(super) cfg: Config,
+    pub(super) head: Head,
+    pub(super) first_conv: DoubleCbr,
+    pub(super) van3d: Van3d,
+    pub(super) upsample: Vec<DoubleCbr>,
+    pub(super) conv_res: Vec<DoubleCbr>,
+    pub(super) conv: Vec<DoubleCbr>,
+    pub(super) final_conv0: DoubleCbr,
+    pub(super) final_upsample: DoubleCbr,
+    pub(super) final_conv1: DoubleCbr,
+    pub(super) logits: Option<Conv3d>,
 }
 
 impl Ulkanet {
@@ -289,13 +290,30 @@ impl Ulkanet {
 
     /// `[N, in, D, H, W]` → `[N, out, D, H, W]` (logits for [`Head::Logits`], features for
     /// [`Head::Features`]). D, H, W must be multiples of [`Config::input_multiple`].
+    ///
+    /// Eval mode (`train = false`) runs the [`InferenceNet`] form (BatchNorm folded, no autograd graph),
+    /// built from the current weights on each call; to run many windows build the `InferenceNet` once.
+    /// Train mode, and [`Ulkanet::forward_graph`] in either mode, run layer by layer with autograd.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let name = match self.head {
+        self.cfg.check_input(self.name(), x.dims())?;
+        if train {
+            self.forward_unchecked(x, true)
+        } else {
+            InferenceNet::from_ulkanet(self)?.forward_unchecked(x)
+        }
+    }
+
+    /// The layer-by-layer forward (differentiable in both modes; eval mode uses the running statistics).
+    pub fn forward_graph(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.cfg.check_input(self.name(), x.dims())?;
+        self.forward_unchecked(x, train)
+    }
+
+    fn name(&self) -> &'static str {
+        match self.head {
             Head::Logits => "ULKANet (VANV412)",
             Head::Features => "VANV4121",
-        };
-        self.cfg.check_input(name, x.dims())?;
-        self.forward_unchecked(x, train)
+        }
     }
 
     pub(crate) fn forward_unchecked(&self, x: &Tensor, train: bool) -> Result<Tensor> {

@@ -18,10 +18,10 @@ use candle_nn::{Init, VarBuilder};
 /// dilation 3 (pad 9; receptive field 19³) and a pointwise conv (spec §1.1; we follow the code).
 #[derive(Clone, Debug)]
 pub struct AttentionModule3D {
-    norm: BatchNorm3d,
-    conv0: Conv3d,
-    conv_spatial: Conv3d,
-    conv1: Conv3d,
+    pub(super) norm: BatchNorm3d,
+    pub(super) conv0: Conv3d,
+    pub(super) conv_spatial: Conv3d,
+    pub(super) conv1: Conv3d,
 }
 
 impl AttentionModule3D {
@@ -56,9 +56,9 @@ impl AttentionModule3D {
 /// `SpatialAttention3D(dim)`: `proj_2(LKA(GELU(proj_1(x)))) + x` (spec §1.2).
 #[derive(Clone, Debug)]
 pub struct SpatialAttention3D {
-    proj_1: Conv3d,
-    spatial_gating_unit: AttentionModule3D,
-    proj_2: Conv3d,
+    pub(super) proj_1: Conv3d,
+    pub(super) spatial_gating_unit: AttentionModule3D,
+    pub(super) proj_2: Conv3d,
 }
 
 impl SpatialAttention3D {
@@ -91,9 +91,9 @@ impl SpatialAttention3D {
 /// dropout 0).
 #[derive(Clone, Debug)]
 pub struct Mlp {
-    fc1: Conv3d,
-    dwconv: Conv3d,
-    fc2: Conv3d,
+    pub(super) fc1: Conv3d,
+    pub(super) dwconv: Conv3d,
+    pub(super) fc2: Conv3d,
 }
 
 impl Mlp {
@@ -136,12 +136,12 @@ impl Mlp {
 /// and the paper; the code produced the published numbers, so we follow it.
 #[derive(Clone, Debug)]
 pub struct Block3D {
-    norm1: BatchNorm3d,
-    attn: SpatialAttention3D,
-    layer_scale_1: Tensor,
-    norm2: BatchNorm3d,
-    mlp: Mlp,
-    layer_scale_2: Tensor,
+    pub(super) norm1: BatchNorm3d,
+    pub(super) attn: SpatialAttention3D,
+    pub(super) layer_scale_1: Tensor,
+    pub(super) norm2: BatchNorm3d,
+    pub(super) mlp: Mlp,
+    pub(super) layer_scale_2: Tensor,
 }
 
 impl Block3D {
@@ -198,8 +198,8 @@ impl Block3D {
 /// followed by BatchNorm (spec §1.5).
 #[derive(Clone, Debug)]
 pub struct OverlapPatchEmbed3D {
-    proj: Conv3d,
-    norm: BatchNorm3d,
+    pub(super) proj: Conv3d,
+    pub(super) norm: BatchNorm3d,
 }
 
 impl OverlapPatchEmbed3D {
@@ -231,17 +231,17 @@ impl OverlapPatchEmbed3D {
 
 /// One encoder stage: patch embedding, `depth` blocks, LayerNorm over channels.
 #[derive(Clone, Debug)]
-struct Stage {
-    patch_embed: OverlapPatchEmbed3D,
-    blocks: Vec<Block3D>,
-    norm: LayerNormChannels,
+pub(super) struct Stage {
+    pub(super) patch_embed: OverlapPatchEmbed3D,
+    pub(super) blocks: Vec<Block3D>,
+    pub(super) norm: LayerNormChannels,
 }
 
 /// The multi-stage encoder `VAN3D(in_chans, embed_dims, mlp_ratios, depths, num_stages)` (spec §1.6). Weights
 /// `patch_embed{n}`, `block{n}.{j}`, `norm{n}` for stages n = 1..S.
 #[derive(Clone, Debug)]
 pub struct Van3d {
-    stages: Vec<Stage>,
+    pub(super) stages: Vec<Stage>,
 }
 
 impl Van3d {

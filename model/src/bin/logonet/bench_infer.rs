@@ -1,6 +1,7 @@
 //! `logonet bench infer`: whole-volume sliding-window inference speed (windows/s) and peak memory.
 
 use anyhow::Context as _;
+use candle_core::Tensor;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use logonet::infer::predict::preprocess;
@@ -8,7 +9,7 @@ use logonet::infer::{
     Blend, Bundle, Preprocess, SlidingWindowConfig, WindowPlan, sliding_window_argmax,
 };
 use logonet::job::CancelToken;
-use logonet::nets::{AnyNet, NetConfig, SegmentationNet as _};
+use logonet::nets::{AnyNet, InferenceNet, NetConfig};
 use std::path::PathBuf;
 
 /// Arguments of `logonet bench infer`.
@@ -39,6 +40,13 @@ pub struct InferArgs {
     /// Run on the first CUDA GPU.
     #[arg(long)]
     pub cuda: bool,
+    /// Only run the first N windows (in MONAI's order) through the network, without blending: per-window
+    /// figures for volumes that take too long as a whole.
+    #[arg(long)]
+    pub max_windows: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -54,6 +62,13 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// Runs `logonet bench infer`.
 pub fn run(args: InferArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        // SAFETY: set before any other thread exists (see `bench model`).
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
     let device = if args.cuda {
         Device::new_cuda(0).context("CUDA device 0 is not available")?
     } else {
@@ -76,7 +91,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let (net, recipe, mut sw, name) = match &args.model {
         Some(p) => {
             let b = Bundle::load(p)?;
-            let net = b.build_net(&device)?;
+            let net = InferenceNet::new(&b.build_net(&device)?)?;
             (
                 net,
                 b.meta.preprocess.clone(),
@@ -87,7 +102,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         None => {
             let cfg = NetConfig::from_name(&args.net)?;
             let varmap = VarMap::new();
-            let net = AnyNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+            let net = InferenceNet::new(&AnyNet::new(
+                &cfg,
+                VarBuilder::from_varmap(&varmap, DType::F32, &device),
+            )?)?;
+            drop(varmap);
             let sw = SlidingWindowConfig {
                 roi_size: [args.roi; 3],
                 ..Default::default()
@@ -108,22 +127,69 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let (img, _record) = preprocess(&volume, &recipe)?;
     let preprocess_s = t0.elapsed().as_secs_f64();
-    let windows = WindowPlan::new(img.dims, sw.roi_size, sw.overlap)?
-        .windows()
-        .len();
+    let plan = WindowPlan::new(img.dims, sw.roi_size, sw.overlap)?;
+    let windows = plan.windows().len();
     let x = img.to_tensor(&device)?;
-    let bars = crate::progress::Bars::new();
+    let cpu0 = crate::bench_model::cpu_seconds();
     let t1 = std::time::Instant::now();
-    let labels = sliding_window_argmax(
-        &x,
-        &sw,
-        |b| net.forward_t(b, false),
-        &bars,
-        &CancelToken::new(),
-    );
-    bars.finish();
-    let _labels = labels?;
+    let ran = match args.max_windows {
+        Some(n) => {
+            // The first n windows of the plan, sw_batch at a time, network only (no blending).
+            let roi = sw.roi_size;
+            let starts: Vec<[usize; 3]> = plan.windows().into_iter().take(n).collect();
+            let bars = crate::progress::Bars::new();
+            let mut done = 0;
+            for chunk in starts.chunks(sw.sw_batch_size.max(1)) {
+                let crops = chunk
+                    .iter()
+                    .map(|s| {
+                        let pad = |d: usize| s[d].min(img.dims[d].saturating_sub(roi[d]));
+                        Ok(x.narrow(2, pad(0), roi[0].min(img.dims[0]))?
+                            .narrow(3, pad(1), roi[1].min(img.dims[1]))?
+                            .narrow(4, pad(2), roi[2].min(img.dims[2]))?)
+                    })
+                    .collect::<anyhow::Result<Vec<Tensor>>>()?;
+                let batch = Tensor::cat(&crops, 0)?;
+                if batch.dims()[2..] != roi[..] {
+                    anyhow::bail!(
+                        "--max-windows needs a volume at least as large as the window {roi:?} (model grid {:?})",
+                        img.dims
+                    );
+                }
+                let y = net.forward(&batch)?;
+                let _ = y.dims();
+                done += chunk.len();
+                logonet::job::Progress::report(
+                    &bars,
+                    logonet::job::ProgressEvent {
+                        stage: "windows".into(),
+                        done: done as u64,
+                        total: starts.len() as u64,
+                    },
+                );
+            }
+            bars.finish();
+            done
+        }
+        None => {
+            let bars = crate::progress::Bars::new();
+            let labels =
+                sliding_window_argmax(&x, &sw, |b| net.forward(b), &bars, &CancelToken::new());
+            bars.finish();
+            let _labels = labels?;
+            windows
+        }
+    };
     let infer_s = t1.elapsed().as_secs_f64();
+    let cpu_s = match (cpu0, crate::bench_model::cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    let what = if args.max_windows.is_some() {
+        "first windows, network only (no blending)"
+    } else {
+        "whole volume (sliding window, blending, argmax)"
+    };
     let report = serde_json::json!({
         "volume": source,
         "input_dims": volume.dims,
@@ -133,24 +199,33 @@ pub fn run(args: InferArgs) -> anyhow::Result<()> {
         "overlap": sw.overlap,
         "sw_batch_size": sw.sw_batch_size,
         "windows": windows,
+        "windows_run": ran,
+        "measured": what,
         "preprocess_s": preprocess_s,
         "inference_s": infer_s,
-        "windows_per_s": windows as f64 / infer_s,
+        "inference_cpu_s": cpu_s,
+        "windows_per_s": ran as f64 / infer_s,
+        "s_per_window": infer_s / ran.max(1) as f64,
+        "estimated_whole_volume_s": infer_s / ran.max(1) as f64 * windows as f64,
         "peak_rss_mib": peak_rss_mib(),
+        "load_average_1m": crate::bench_model::load_average(),
         "device": format!("{device:?}"),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{}: {:?} -> model grid {:?}; {} windows of {:?} in {:.2} s = {:.2} windows/s (preprocess {:.2} s); peak RSS {} MiB",
+            "{}: {:?} -> model grid {:?}; {} of {} windows of {:?} ({what}) in {:.2} s (CPU {:.1} s) = {:.3} windows/s, {:.2} s/window (preprocess {:.2} s); peak RSS {} MiB",
             name,
             volume.dims,
             img.dims,
+            ran,
             windows,
             sw.roi_size,
             infer_s,
-            windows as f64 / infer_s,
+            cpu_s,
+            ran as f64 / infer_s,
+            infer_s / ran.max(1) as f64,
             preprocess_s,
             peak_rss_mib()
                 .map(|m| format!("{m:.0}"))
