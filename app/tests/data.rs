@@ -255,7 +255,10 @@ fn every_volume_of_the_data_folder_opens() {
 /// "patient001_frame01_image" and "patient001_frame01_label" share "patient001_frame01".
 fn image_stem(p: &Path) -> String {
     let n = name(p).to_ascii_lowercase();
-    let n = n.trim_end_matches(".gz").trim_end_matches(".nii").to_string();
+    let n = n
+        .trim_end_matches(".gz")
+        .trim_end_matches(".nii")
+        .to_string();
     n.split('_')
         .filter(|w| !["image", "label", "labels", "seg", "la", "lgemri", "norm"].contains(w))
         .collect::<Vec<_>>()
@@ -331,7 +334,8 @@ fn open_dicom_folder(
         match (h.state().doc.as_ref(), errors.first()) {
             (Some(doc), None) if !undecodable => {
                 let d = doc.image.dims;
-                if d[0] * d[1] * d[2] == s.info.rows * s.info.cols * s.info.slices.max(1) || is_seg {
+                if d[0] * d[1] * d[2] == s.info.rows * s.info.cols * s.info.slices.max(1) || is_seg
+                {
                     ok += 1;
                 } else {
                     bad.push(format!(

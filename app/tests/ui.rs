@@ -404,7 +404,11 @@ fn first_launch_segments_the_default_sample_with_the_bundled_model() {
         dialogs: false,
         ..Default::default()
     });
-    let model = h.state().model.as_ref().map(|m| (m.path.clone(), m.name.clone()));
+    let model = h
+        .state()
+        .model
+        .as_ref()
+        .map(|m| (m.path.clone(), m.name.clone()));
     let Some((path, name)) = model else {
         panic!("bundled model not loaded: {:?}", messages(&h))
     };
