@@ -10,7 +10,7 @@ use logonet::infer::predict::{self, PredictOptions};
 use logonet::job::{CancelToken, NoProgress, Progress, ProgressEvent};
 use logonet::metrics::{MetricsConfig, evaluate};
 use logonet::volume::dicom;
-use logonet::volume::{Affine, ImageVolume, LabelTable, LabelVolume};
+use logonet::volume::{ImageVolume, LabelTable, LabelVolume};
 use logonet::{Error, Result};
 use logonet_viewer::metrics_table::MetricRow;
 
@@ -36,86 +36,15 @@ pub fn default_sample() -> Result<Sample> {
     })
 }
 
-/// A small, fast synthetic abdomen (used for frame-time benchmarks at any size): body, fat, spine, liver, spleen, kidneys, aorta, stomach (BTCV values), RAS grid.
-pub fn local_phantom(dims: [usize; 3], spacing_mm: [f64; 3]) -> (ImageVolume, LabelVolume) {
-    let [ni, nj, nk] = dims;
-    let origin = [
-        -(ni as f64) * spacing_mm[0] / 2.0,
-        -(nj as f64) * spacing_mm[1] / 2.0,
-        0.0,
-    ];
-    let affine = Affine::from_spacing_origin(spacing_mm, origin);
-    let mut image = vec![-1000.0f32; ni * nj * nk];
-    let mut labels = vec![0u16; ni * nj * nk];
-    // Ellipsoid test in millimetres about a centre (x: R+, y: A+, z: S+).
-    let inside = |p: [f64; 3], c: [f64; 3], r: [f64; 3]| {
-        ((p[0] - c[0]) / r[0]).powi(2)
-            + ((p[1] - c[1]) / r[1]).powi(2)
-            + ((p[2] - c[2]) / r[2]).powi(2)
-            <= 1.0
-    };
-    let zc = nk as f64 * spacing_mm[2] / 2.0;
-    // (label, centre, radii, HU)
-    let organs: [(u16, [f64; 3], [f64; 3], f32); 8] = [
-        (6, [-45.0, 10.0, zc + 15.0], [55.0, 45.0, 50.0], 60.0), // liver
-        (1, [55.0, -5.0, zc + 20.0], [22.0, 30.0, 30.0], 50.0),  // spleen
-        (2, [-35.0, -45.0, zc - 25.0], [16.0, 18.0, 35.0], 35.0), // right kidney
-        (3, [35.0, -45.0, zc - 20.0], [16.0, 18.0, 35.0], 35.0), // left kidney
-        (8, [8.0, -30.0, zc], [8.0, 8.0, 200.0], 180.0),         // aorta
-        (9, [-18.0, -25.0, zc], [9.0, 9.0, 200.0], 120.0),       // inferior vena cava
-        (7, [35.0, 30.0, zc + 25.0], [28.0, 22.0, 30.0], 20.0),  // stomach
-        (11, [10.0, 0.0, zc - 5.0], [30.0, 8.0, 10.0], 45.0),    // pancreas
-    ];
-    for i in 0..ni {
-        for j in 0..nj {
-            for k in 0..nk {
-                // RAS position of the voxel; the organs above are given with +x = patient left for readability,
-                // so mirror x (RAS +x is patient right).
-                let p = affine.apply([i as f64, j as f64, k as f64]);
-                let q = [-p[0], p[1], p[2]];
-                let idx = (i * nj + j) * nk + k;
-                let noise = hash_noise(idx as u64) * 24.0;
-                if inside(q, [0.0, 0.0, zc], [150.0, 105.0, 1e9]) {
-                    image[idx] = -100.0 + noise; // subcutaneous fat
-                }
-                if inside(q, [0.0, 0.0, zc], [138.0, 94.0, 1e9]) {
-                    image[idx] = 30.0 + noise; // muscle / soft tissue
-                }
-                if inside(q, [0.0, -70.0, zc], [14.0, 14.0, 1e9]) {
-                    image[idx] = 700.0 + noise * 4.0; // vertebra
-                }
-                if inside(q, [0.0, -70.0, zc], [7.0, 7.0, 1e9]) {
-                    image[idx] = 40.0 + noise; // spinal canal
-                }
-                for (label, c, r, hu) in organs {
-                    if inside(q, c, r) {
-                        image[idx] = hu + noise;
-                        labels[idx] = label;
-                    }
-                }
-            }
-        }
-    }
-    let image = ImageVolume {
-        data: image,
+/// The library's synthetic abdominal CT phantom (`logonet::volume::phantom`, seed 0) at any size and spacing,
+/// used for frame-time benchmarks (`--phantom-dims`) and tests.
+pub fn phantom(dims: [usize; 3], spacing_mm: [f64; 3]) -> (ImageVolume, LabelVolume) {
+    use logonet::volume::phantom::PhantomConfig;
+    logonet::volume::phantom::phantom(&PhantomConfig {
         dims,
-        ras_from_ijk: affine,
-    };
-    let labels = LabelVolume {
-        data: labels,
-        dims,
-        ras_from_ijk: affine,
-    };
-    (image, labels)
-}
-
-/// Deterministic pseudo-random noise in [-0.5, 0.5) from an index (splitmix64).
-fn hash_noise(x: u64) -> f32 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        spacing_mm,
+        ..PhantomConfig::default()
+    })
 }
 
 /// Reads an image (NIfTI `.nii`/`.nii.gz`, or one DICOM file).
@@ -321,7 +250,7 @@ mod tests {
 
     #[test]
     fn phantom_has_labelled_organs_in_hu() {
-        let (image, labels) = local_phantom([96, 96, 40], [3.7, 3.7, 6.0]);
+        let (image, labels) = phantom([96, 96, 40], [3.7, 3.7, 6.0]);
         assert_eq!(image.dims, labels.dims);
         let present = logonet_viewer::legend::present_labels(&labels.data);
         assert!(present.contains(&6) && present.contains(&1), "{present:?}");
@@ -330,7 +259,7 @@ mod tests {
 
     #[test]
     fn metrics_of_identical_maps_are_perfect() {
-        let (_, labels) = local_phantom([64, 64, 24], [5.5, 5.5, 10.0]);
+        let (_, labels) = phantom([64, 64, 24], [5.5, 5.5, 10.0]);
         assert!(default_sample().is_ok_and(|s| s.labels.is_some()));
         let rows = metrics(&labels, &labels, &LabelTable::btcv()).unwrap_or_default();
         assert!(!rows.is_empty());
@@ -347,7 +276,7 @@ mod io_tests {
 
     #[test]
     fn saved_segmentation_reloads_on_the_same_grid() {
-        let (_, labels) = local_phantom([40, 40, 20], [9.0, 9.0, 12.0]);
+        let (_, labels) = phantom([40, 40, 20], [9.0, 9.0, 12.0]);
         let Ok(dir) = tempfile::tempdir() else { return };
         let path = dir.path().join("seg.nii.gz");
         assert!(save_labels(&path, &labels).is_ok());

@@ -59,6 +59,10 @@ pub struct StartOptions {
     pub recent_file: Option<PathBuf>,
     /// Do not fall back to the bundled model when no `model` is given (tests of the "no model" path).
     pub no_bundled_model: bool,
+    /// Start in the compare layout (ground truth and prediction side by side, difference overlay on).
+    pub compare: bool,
+    /// Start with the metrics table open.
+    pub metrics: bool,
 }
 
 /// Result of a load job (one value per job, so the size difference between variants does not matter).
@@ -250,7 +254,7 @@ impl StudioApp {
                         Some(p.clone()),
                     ),
                     (None, Some(dims)) => {
-                        let (i, l) = backend::local_phantom(dims, [0.8, 0.8, 1.5]);
+                        let (i, l) = backend::phantom(dims, [0.8, 0.8, 1.5]);
                         (i, Some(l), None)
                     }
                     (None, None) => {
@@ -564,6 +568,11 @@ impl StudioApp {
             } => {
                 let doc = Document::new(image, name, path);
                 self.view = ViewSettings::for_document(&doc);
+                if self.options.compare {
+                    self.view.layout = Layout::Compare;
+                    self.view.compare_difference = true;
+                }
+                self.view.show_metrics |= self.options.metrics;
                 self.doc = Some(doc);
                 if let Some(m) = model {
                     self.info(format!("Model loaded: {}", m.name));

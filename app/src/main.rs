@@ -1,6 +1,7 @@
 //! `logonet-studio`: starts the desktop program.
 //!
-//! `logonet-studio [--open IMAGE] [--gt LABELS] [--model BUNDLE] [--segment] [--screenshot PNG]`
+//! `logonet-studio [--open IMAGE] [--gt LABELS] [--model BUNDLE] [--segment] [--screenshot PNG] [--compare]
+//! [--metrics] [--bench-frames N] [--phantom-dims IxJxK] [--size WxH]`
 
 use std::path::PathBuf;
 
@@ -26,6 +27,12 @@ struct Args {
     /// Save a PNG screenshot after the first complete frame (after segmentation with --segment), then exit.
     #[arg(long)]
     screenshot: Option<PathBuf>,
+    /// Start in the compare layout (ground truth | prediction with the difference overlay).
+    #[arg(long)]
+    compare: bool,
+    /// Start with the metrics table (Dice, HD95, volumes) open.
+    #[arg(long)]
+    metrics: bool,
     /// Page through axial slices for N frames, print frame times, then exit.
     #[arg(long, value_name = "N")]
     bench_frames: Option<usize>,
@@ -72,6 +79,8 @@ fn main() -> anyhow::Result<()> {
         dialogs: true,
         recent_file: logonet_studio::state::RecentFiles::default_file(),
         no_bundled_model: false,
+        compare: args.compare,
+        metrics: args.metrics,
     };
     let mut wgpu_options = eframe::WgpuConfiguration::default();
     if options.bench_frames.is_some() {

@@ -13,9 +13,12 @@ use logonet_studio::state::Layout;
 use logonet_studio::{StartOptions, StudioApp};
 use logonet_viewer::window_level::Preset;
 
+/// Start options of most tests: no dialogs, and no bundled model, so that what the tests see does not depend
+/// on the model shipped in `assets/models` (the first-launch test below uses it).
 fn options() -> StartOptions {
     StartOptions {
         dialogs: false,
+        no_bundled_model: true,
         ..Default::default()
     }
 }
@@ -31,7 +34,9 @@ fn app_harness(options: StartOptions) -> Harness<'static, StudioApp> {
 }
 
 fn wait_idle(h: &mut Harness<'static, StudioApp>) {
-    for _ in 0..3000 {
+    // Generous: the machine running the tests may be shared by several builds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while std::time::Instant::now() < deadline {
         h.step();
         if !h.state().is_busy() {
             break;
@@ -381,6 +386,51 @@ fn segmentation_can_be_cancelled() {
     );
     assert!(
         messages(&h).iter().any(|m| m.contains("cancelled")),
+        "{:?}",
+        messages(&h)
+    );
+}
+
+/// First launch as a user gets it: the default sample and the model bundled in `assets/models` (trained on
+/// phantoms by `scripts/train-bundled-model.sh`); Segment runs to completion on the default sample.
+/// Only what is certain is checked (the prediction's grid and label range, a filled metrics table), not the
+/// model's accuracy.
+#[test]
+fn first_launch_segments_the_default_sample_with_the_bundled_model() {
+    let Some(bundled) = logonet_studio::backend::bundled_model_path() else {
+        panic!("no bundled model in assets/models (scripts/train-bundled-model.sh makes it)")
+    };
+    let mut h = app_harness(StartOptions {
+        dialogs: false,
+        ..Default::default()
+    });
+    let model = h
+        .state()
+        .model
+        .as_ref()
+        .map(|m| (m.path.clone(), m.name.clone()));
+    let Some((path, name)) = model else {
+        panic!("bundled model not loaded: {:?}", messages(&h))
+    };
+    assert_eq!(path, bundled);
+    h.get_by_label_contains(&format!("Model: {name}"));
+    h.get_by_label("Run segmentation").click();
+    h.step();
+    assert!(h.state().segment_job.is_some());
+    wait_idle(&mut h);
+    let doc = h
+        .state()
+        .doc
+        .as_ref()
+        .map(|d| (d.pred.clone(), d.image.dims, d.metrics.len()));
+    let Some((Some(pred), dims, rows)) = doc else {
+        panic!("no prediction: {:?}", messages(&h))
+    };
+    assert_eq!(pred.dims, dims, "prediction lies on the input grid");
+    assert!(pred.data.iter().all(|&v| v < 14));
+    assert!(rows > 0, "metrics against the ground truth");
+    assert!(
+        !messages(&h).iter().any(|m| m.contains("failed")),
         "{:?}",
         messages(&h)
     );

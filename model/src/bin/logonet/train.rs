@@ -89,6 +89,9 @@ pub struct Args {
     /// Preprocessing: ct (RAS, 1.5×1.5×2 mm, −175..250 HU → 0..1) or mri (RAS, native spacing, z-score).
     #[arg(long, default_value = "ct")]
     pub recipe: String,
+    /// Target voxel spacing in mm overriding the recipe's (e.g. `--spacing 3 3 2.5` for a small, fast model).
+    #[arg(long, num_args = 3, value_names = ["X", "Y", "Z"])]
+    pub spacing: Option<Vec<f64>>,
     /// Seed of initialisation-independent randomness (crops, augmentation, case order).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -211,7 +214,14 @@ fn say(bar: &ProgressBar, line: impl AsRef<str>) {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let dev = device(args.cuda)?;
-    let recipe = recipe(&args.recipe)?;
+    let mut recipe = recipe(&args.recipe)?;
+    if let Some(s) = &args.spacing {
+        anyhow::ensure!(
+            s.len() == 3 && s.iter().all(|&d| d.is_finite() && d > 0.0),
+            "--spacing needs three positive values, got {s:?}"
+        );
+        recipe.spacing_mm = Some([s[0], s[1], s[2]]);
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let (train, val, mut labels) = load_cases(&args, &recipe)?;
