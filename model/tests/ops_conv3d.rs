@@ -507,7 +507,7 @@ proptest! {
     // Deterministic: a fixed seed, and no regression files written into the source tree.
     #![proptest_config(ProptestConfig {
         cases: 24,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x10_60_4e_7),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x0106_04e7),
         failure_persistence: None,
         .. ProptestConfig::default()
     })]

@@ -613,8 +613,8 @@ impl FLogo {
 
 #[derive(Clone, Debug)]
 enum Inner {
-    Ulkanet(FUlka),
-    Logonet(FLogo),
+    Ulkanet(Box<FUlka>),
+    Logonet(Box<FLogo>),
 }
 
 /// A network in inference form (see the module docs): eval mode only, no autograd, BatchNorm folded.
@@ -639,7 +639,7 @@ impl InferenceNet {
     pub fn from_ulkanet(net: &Ulkanet) -> Result<Self> {
         Ok(Self {
             cfg: NetConfig::Ulkanet(net.config().clone()),
-            inner: Inner::Ulkanet(FUlka::new(net)?),
+            inner: Inner::Ulkanet(Box::new(FUlka::new(net)?)),
         })
     }
 
@@ -647,7 +647,7 @@ impl InferenceNet {
     pub fn from_logonet(net: &Logonet) -> Result<Self> {
         Ok(Self {
             cfg: NetConfig::Logonet(net.config().clone()),
-            inner: Inner::Logonet(FLogo::new(net)?),
+            inner: Inner::Logonet(Box::new(FLogo::new(net)?)),
         })
     }
 

@@ -517,13 +517,11 @@ fn check_element_lengths(bytes: &[u8], path: &Path) -> Result<()> {
                     }
                     pos += len as usize;
                 }
-                0xE000 => {
-                    if len != UNDEFINED && pos + len as usize > end {
-                        return bad(format!(
-                            "sequence item claims {len} bytes, {} remain",
-                            end - pos
-                        ));
-                    }
+                0xE000 if len != UNDEFINED && pos + len as usize > end => {
+                    return bad(format!(
+                        "sequence item claims {len} bytes, {} remain",
+                        end - pos
+                    ));
                 }
                 0xE0DD => in_fragments = false,
                 _ => {}

@@ -35,9 +35,9 @@ pub(crate) fn usable(g: &Geom) -> bool {
 /// Forward conv `y [N, O, out]` (call only when [`usable`]).
 pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     let nvec = g.o.div_ceil(16);
-    let (p, ov) = if nvec % 2 == 0 {
+    let (p, ov) = if nvec.is_multiple_of(2) {
         (12, 2)
-    } else if nvec % 3 == 0 {
+    } else if nvec.is_multiple_of(3) {
         (8, 3)
     } else {
         (24, 1)

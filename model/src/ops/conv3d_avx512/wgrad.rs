@@ -89,7 +89,7 @@ pub(crate) fn accumulate(
     // zmm vectors of output channels per tile, and input channels per tile (24 accumulators).
     let ov = [4, 3, 2, 1]
         .into_iter()
-        .find(|v| nvec % v == 0)
+        .find(|&v| nvec.is_multiple_of(v))
         .unwrap_or(1);
     let cb = 24 / ov;
     let (nob, ncb) = (nvec / ov, g.cg.div_ceil(cb));
