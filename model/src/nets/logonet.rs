@@ -162,6 +162,65 @@ pub struct LogonetParts {
     pub logits: Tensor,
 }
 
+/// The two branches of LoGoNet: the global VANV4121 (`van.*`) and the `p³` local ones (`van{i}_{j}_{k}.*`, k
+/// fastest). Shared by [`Logonet`] and the pre-training trunk, which has no fusion head.
+pub(crate) fn build_branches(cfg: &Config, vb: VarBuilder) -> Result<(Ulkanet, Vec<Ulkanet>)> {
+    cfg.validate()?;
+    let p = cfg.patch_count;
+    let global = Ulkanet::new_subnet(&cfg.global(), vb.pp("van"))?;
+    let local_cfg = cfg.local();
+    let mut locals = Vec::with_capacity(p * p * p);
+    for i in 0..p {
+        for j in 0..p {
+            for k in 0..p {
+                let name = format!("van{i}_{j}_{k}");
+                locals.push(Ulkanet::new_subnet(&local_cfg, vb.pp(name))?);
+            }
+        }
+    }
+    Ok((global, locals))
+}
+
+/// Runs both branches layer by layer: returns `(global, local, local_parts)`, the global output and the
+/// stitched local outputs `[N, out, D, H, W]`, and each local output `[N, out, D/p, H/p, W/p]` (k fastest).
+/// The input shape must have been checked.
+pub(crate) fn forward_branches(
+    cfg: &Config,
+    global: &Ulkanet,
+    locals: &[Ulkanet],
+    x: &Tensor,
+    train: bool,
+) -> Result<(Tensor, Tensor, Vec<Tensor>)> {
+    let p = cfg.patch_count;
+    let (_, _, d, h, w) = x.dims5()?;
+    let (sd, sh, sw) = (d / p, h / p, w / p);
+    let mut local_parts = Vec::with_capacity(p * p * p);
+    for i in 0..p {
+        let xi = x.narrow(2, i * sd, sd)?;
+        for j in 0..p {
+            let xij = xi.narrow(3, j * sh, sh)?;
+            for k in 0..p {
+                let sub = xij.narrow(4, k * sw, sw)?.contiguous()?; // [N, in, D/p, H/p, W/p]
+                let net = &locals[(i * p + j) * p + k];
+                local_parts.push(net.forward_unchecked(&sub, train)?); // [N, out, D/p, H/p, W/p]
+            }
+        }
+    }
+    // Re-assemble: cat along W (k), then H (j), then D (i): the exact inverse of the split.
+    let mut planes = Vec::with_capacity(p);
+    for i in 0..p {
+        let mut rows = Vec::with_capacity(p);
+        for j in 0..p {
+            let start = (i * p + j) * p;
+            rows.push(Tensor::cat(&local_parts[start..start + p], 4)?); // [N, out, D/p, H/p, W]
+        }
+        planes.push(Tensor::cat(&rows, 3)?); // [N, out, D/p, H, W]
+    }
+    let local = Tensor::cat(&planes, 2)?; // [N, out, D, H, W]
+    let global = global.forward_unchecked(x, train)?; // [N, out, D, H, W]
+    Ok((global, local, local_parts))
+}
+
 /// LoGoNet (`VANV4122GL` / `VANV4121GL`).
 #[derive(Clone, Debug)]
 pub struct Logonet {
@@ -176,21 +235,7 @@ pub struct Logonet {
 impl Logonet {
     /// Builds LoGoNet; weights `van.*`, `van{i}_{j}_{k}.*`, `conv.{0,1,3}.*` under `vb`.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        cfg.validate()?;
-        let p = cfg.patch_count;
-        let global = Ulkanet::new_subnet(&cfg.global(), vb.pp("van"))?;
-        let local_cfg = cfg.local();
-        let mut locals = Vec::with_capacity(p * p * p);
-        for i in 0..p {
-            for j in 0..p {
-                for k in 0..p {
-                    locals.push(Ulkanet::new_subnet(
-                        &local_cfg,
-                        vb.pp(format!("van{i}_{j}_{k}")),
-                    )?);
-                }
-            }
-        }
+        let (global, locals) = build_branches(cfg, vb.clone())?;
         let out = cfg.out_channels;
         let conv0 = Conv3d::iso(vb.pp("conv").pp("0"), out, out, 3, 1, 1, 1, 1)?;
         let norm = match cfg.fusion_norm {
@@ -237,33 +282,8 @@ impl Logonet {
     /// Layer-by-layer forward pass that also returns the branch outputs.
     pub fn forward_parts(&self, x: &Tensor, train: bool) -> Result<LogonetParts> {
         self.cfg.check_input(x.dims())?;
-        let p = self.cfg.patch_count;
-        let (_, _, d, h, w) = x.dims5()?;
-        let (sd, sh, sw) = (d / p, h / p, w / p);
-        let mut local_parts = Vec::with_capacity(p * p * p);
-        for i in 0..p {
-            let xi = x.narrow(2, i * sd, sd)?;
-            for j in 0..p {
-                let xij = xi.narrow(3, j * sh, sh)?;
-                for k in 0..p {
-                    let sub = xij.narrow(4, k * sw, sw)?.contiguous()?; // [N, in, D/p, H/p, W/p]
-                    let net = &self.locals[(i * p + j) * p + k];
-                    local_parts.push(net.forward_unchecked(&sub, train)?); // [N, out, D/p, H/p, W/p]
-                }
-            }
-        }
-        // Re-assemble: cat along W (k), then H (j), then D (i): the exact inverse of the split.
-        let mut planes = Vec::with_capacity(p);
-        for i in 0..p {
-            let mut rows = Vec::with_capacity(p);
-            for j in 0..p {
-                let start = (i * p + j) * p;
-                rows.push(Tensor::cat(&local_parts[start..start + p], 4)?); // [N, out, D/p, H/p, W]
-            }
-            planes.push(Tensor::cat(&rows, 3)?); // [N, out, D/p, H, W]
-        }
-        let local = Tensor::cat(&planes, 2)?; // [N, out, D, H, W]
-        let global = self.global.forward_unchecked(x, train)?; // [N, out, D, H, W]
+        let (global, local, local_parts) =
+            forward_branches(&self.cfg, &self.global, &self.locals, x, train)?;
         let y = (&global + &local)?; // element-wise sum
         let y = self.conv0.forward(&y)?; // [N, out, D, H, W]
         let y = match &self.norm {

@@ -159,6 +159,94 @@ pub enum Head {
     Features,
 }
 
+/// The layers every ULKANet variant shares (the encoder and the decoder up to `final_conv0`), built with the
+/// reference's names. Used by [`Ulkanet`] and by the pre-training trunk (which has no `final_conv1`).
+#[derive(Clone, Debug)]
+pub(crate) struct Body {
+    pub(crate) first_conv: DoubleCbr,
+    pub(crate) van3d: Van3d,
+    pub(crate) upsample: Vec<DoubleCbr>,
+    pub(crate) conv_res: Vec<DoubleCbr>,
+    pub(crate) conv: Vec<DoubleCbr>,
+}
+
+impl Body {
+    /// `first_conv`, `van3d`, `upsample{i}`, `conv_res{i}`, `conv{i}` under `vb`.
+    pub(crate) fn new(cfg: &Config, vb: &VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let s = cfg.num_stages();
+        let c = cfg.embed_dims[s - 1];
+        let ch = |i: usize| c >> i; // C/2^i
+        let first_conv = DoubleCbr::new(
+            vb.pp("first_conv"),
+            cfg.in_channels,
+            ch(s),
+            ch(s - 1),
+            false,
+        )?;
+        let van3d = Van3d::new(
+            vb.pp("van3d"),
+            cfg.in_channels,
+            &cfg.embed_dims,
+            &cfg.mlp_ratios,
+            &cfg.depths,
+        )?;
+        let cbrs = |name: &str, n: usize, cin: &dyn Fn(usize) -> usize, up: bool| {
+            (0..n)
+                .map(|i| {
+                    let cout = ch(i + 1);
+                    DoubleCbr::new(vb.pp(format!("{name}{i}")), cin(i), cout, cout, up)
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(Self {
+            first_conv,
+            van3d,
+            upsample: cbrs("upsample", s, &|i| ch(i), true)?,
+            conv_res: cbrs("conv_res", s - 1, &|i| ch(i + 1), false)?,
+            conv: cbrs("conv", s - 1, &|i| ch(i), false)?,
+        })
+    }
+
+    /// Borrowed view for [`BodyRef::forward_t`].
+    pub(crate) fn view(&self) -> BodyRef<'_> {
+        BodyRef {
+            first_conv: &self.first_conv,
+            van3d: &self.van3d,
+            upsample: &self.upsample,
+            conv_res: &self.conv_res,
+            conv: &self.conv,
+        }
+    }
+}
+
+/// The shared layers by reference (so [`Ulkanet`] can keep them as its own fields).
+pub(crate) struct BodyRef<'a> {
+    pub(crate) first_conv: &'a DoubleCbr,
+    pub(crate) van3d: &'a Van3d,
+    pub(crate) upsample: &'a [DoubleCbr],
+    pub(crate) conv_res: &'a [DoubleCbr],
+    pub(crate) conv: &'a [DoubleCbr],
+}
+
+impl BodyRef<'_> {
+    /// `[N, in, D, H, W]` → (`first_conv(x)` `[N, C/2^(S-1), D, H, W]`, decoder output
+    /// `[N, C/2^S, D/2, H/2, W/2]`), layer by layer.
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let s = self.upsample.len();
+        let first_x = self.first_conv.forward_t(x, train)?; // [N, C/2^(S-1), D, H, W]
+        let f = self.van3d.forward_t(x, train)?; // f[i]: [N, C/2^(S-1-i), D/2^(i+2), ...]
+        let mut y = self.upsample[0].forward_t(&f[s - 1], train)?; // [N, C/2, D/2^S, ...]
+        for i in 0..s - 1 {
+            let v = self.conv_res[i].forward_t(&f[s - 2 - i], train)?; // [N, C/2^(i+1), D/2^(S-i), ...]
+            let cat = Tensor::cat(&[&y, &v], 1)?; // [N, C/2^i, ...] upsampled first, skip second
+            y = self.conv[i].forward_t(&cat, train)?; // [N, C/2^(i+1), ...]
+            y = self.upsample[i + 1].forward_t(&y, train)?; // [N, C/2^(i+2), 2×]
+        }
+        Ok((first_x, y)) // y: [N, C/2^S, D/2, H/2, W/2]
+    }
+}
+
 /// ULKANet (`VANV412`) or the LoGoNet sub-network (`VANV4121`).
 #[derive(Clone, Debug)]
 pub struct Ulkanet {
@@ -193,53 +281,13 @@ impl Ulkanet {
         let c = cfg.embed_dims[s - 1];
         let ch = |i: usize| c >> i; // C/2^i
         let out = cfg.out_channels;
-        let first_conv = DoubleCbr::new(
-            vb.pp("first_conv"),
-            cfg.in_channels,
-            ch(s),
-            ch(s - 1),
-            false,
-        )?;
-        let van3d = Van3d::new(
-            vb.pp("van3d"),
-            cfg.in_channels,
-            &cfg.embed_dims,
-            &cfg.mlp_ratios,
-            &cfg.depths,
-        )?;
-        let upsample = (0..s)
-            .map(|i| {
-                DoubleCbr::new(
-                    vb.pp(format!("upsample{i}")),
-                    ch(i),
-                    ch(i + 1),
-                    ch(i + 1),
-                    true,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let conv_res = (0..s - 1)
-            .map(|i| {
-                DoubleCbr::new(
-                    vb.pp(format!("conv_res{i}")),
-                    ch(i + 1),
-                    ch(i + 1),
-                    ch(i + 1),
-                    false,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let conv = (0..s - 1)
-            .map(|i| {
-                DoubleCbr::new(
-                    vb.pp(format!("conv{i}")),
-                    ch(i),
-                    ch(i + 1),
-                    ch(i + 1),
-                    false,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let Body {
+            first_conv,
+            van3d,
+            upsample,
+            conv_res,
+            conv,
+        } = Body::new(cfg, &vb)?;
         let (final_conv0, final_upsample, final_conv1, logits) = match head {
             Head::Logits => (
                 DoubleCbr::new(vb.pp("final_conv0"), ch(s), out, out, false)?,
@@ -317,17 +365,14 @@ impl Ulkanet {
     }
 
     pub(crate) fn forward_unchecked(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let s = self.cfg.num_stages();
-        let first_x = self.first_conv.forward_t(x, train)?; // [N, C/2^(S-1), D, H, W]
-        let f = self.van3d.forward_t(x, train)?; // f[i]: [N, C/2^(S-1-i), D/2^(i+2), ...]
-        let mut y = self.upsample[0].forward_t(&f[s - 1], train)?; // [N, C/2, D/2^S, ...]
-        for i in 0..s - 1 {
-            let v = self.conv_res[i].forward_t(&f[s - 2 - i], train)?; // [N, C/2^(i+1), D/2^(S-i), ...]
-            let cat = Tensor::cat(&[&y, &v], 1)?; // [N, C/2^i, ...] upsampled first, skip second
-            y = self.conv[i].forward_t(&cat, train)?; // [N, C/2^(i+1), ...]
-            y = self.upsample[i + 1].forward_t(&y, train)?; // [N, C/2^(i+2), 2×]
-        }
-        // y: [N, C/2^S, D/2, H/2, W/2]
+        let body = BodyRef {
+            first_conv: &self.first_conv,
+            van3d: &self.van3d,
+            upsample: &self.upsample,
+            conv_res: &self.conv_res,
+            conv: &self.conv,
+        };
+        let (first_x, y) = body.forward_t(x, train)?; // y: [N, C/2^S, D/2, H/2, W/2]
         let y = self.final_conv0.forward_t(&y, train)?; // [N, out | C/2^S, D/2, ...]
         let y = self.final_upsample.forward_t(&y, train)?; // [N, out | C/2^S, D, H, W]
         let y = Tensor::cat(&[&first_x, &y], 1)?; // first_conv output first

@@ -12,7 +12,6 @@
 use super::head::{Projection2, Projection2Config};
 use crate::nets::layers::DoubleCbr;
 use crate::nets::ulkanet::{self, Ulkanet};
-use crate::nets::van3d::Van3d;
 use crate::nets::{NetConfig, logonet};
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -25,11 +24,7 @@ pub const HEAD_PREFIX: &str = "pre_train_proj";
 #[derive(Clone, Debug)]
 struct UlkanetTrunk {
     cfg: ulkanet::Config,
-    first_conv: DoubleCbr,
-    van3d: Van3d,
-    upsample: Vec<DoubleCbr>,
-    conv_res: Vec<DoubleCbr>,
-    conv: Vec<DoubleCbr>,
+    body: ulkanet::Body,
     final_conv0: DoubleCbr,
     final_upsample: DoubleCbr,
 }
@@ -37,61 +32,14 @@ struct UlkanetTrunk {
 impl UlkanetTrunk {
     /// Same construction (and names) as `nets::ulkanet::Ulkanet` with its `Logits` head, minus `final_conv1`.
     fn new(cfg: &ulkanet::Config, vb: VarBuilder) -> Result<Self> {
-        cfg.validate()?;
+        let body = ulkanet::Body::new(cfg, &vb)?;
         let s = cfg.num_stages();
-        let c = cfg.embed_dims[s - 1];
-        let ch = |i: usize| c >> i; // C/2^i
+        let cs = cfg.embed_dims[s - 1] >> s; // C/2^S
         let out = cfg.out_channels;
         Ok(Self {
             cfg: cfg.clone(),
-            first_conv: DoubleCbr::new(
-                vb.pp("first_conv"),
-                cfg.in_channels,
-                ch(s),
-                ch(s - 1),
-                false,
-            )?,
-            van3d: Van3d::new(
-                vb.pp("van3d"),
-                cfg.in_channels,
-                &cfg.embed_dims,
-                &cfg.mlp_ratios,
-                &cfg.depths,
-            )?,
-            upsample: (0..s)
-                .map(|i| {
-                    DoubleCbr::new(
-                        vb.pp(format!("upsample{i}")),
-                        ch(i),
-                        ch(i + 1),
-                        ch(i + 1),
-                        true,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?,
-            conv_res: (0..s - 1)
-                .map(|i| {
-                    DoubleCbr::new(
-                        vb.pp(format!("conv_res{i}")),
-                        ch(i + 1),
-                        ch(i + 1),
-                        ch(i + 1),
-                        false,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?,
-            conv: (0..s - 1)
-                .map(|i| {
-                    DoubleCbr::new(
-                        vb.pp(format!("conv{i}")),
-                        ch(i),
-                        ch(i + 1),
-                        ch(i + 1),
-                        false,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?,
-            final_conv0: DoubleCbr::new(vb.pp("final_conv0"), ch(s), out, out, false)?,
+            body,
+            final_conv0: DoubleCbr::new(vb.pp("final_conv0"), cs, out, out, false)?,
             final_upsample: DoubleCbr::new(vb.pp("final_upsample"), out, out, out, true)?,
         })
     }
@@ -104,16 +52,7 @@ impl UlkanetTrunk {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.cfg.check_input("PREVANV412", x.dims())?;
-        let s = self.cfg.num_stages();
-        let first_x = self.first_conv.forward_t(x, train)?; // [N, C/2^(S-1), D, H, W]
-        let f = self.van3d.forward_t(x, train)?; // f[i]: [N, C/2^(S-1-i), D/2^(i+2), ...]
-        let mut y = self.upsample[0].forward_t(&f[s - 1], train)?; // [N, C/2, D/2^S, ...]
-        for i in 0..s - 1 {
-            let v = self.conv_res[i].forward_t(&f[s - 2 - i], train)?;
-            let cat = Tensor::cat(&[&y, &v], 1)?; // [N, C/2^i, ...]
-            y = self.conv[i].forward_t(&cat, train)?; // [N, C/2^(i+1), ...]
-            y = self.upsample[i + 1].forward_t(&y, train)?; // [N, C/2^(i+2), 2×]
-        }
+        let (first_x, y) = self.body.view().forward_t(x, train)?; // y: [N, C/2^S, D/2, H/2, W/2]
         let y = self.final_conv0.forward_t(&y, train)?; // [N, out, D/2, H/2, W/2]
         let y = self.final_upsample.forward_t(&y, train)?; // [N, out, D, H, W]
         Ok(Tensor::cat(&[&first_x, &y], 1)?) // [N, C/2^(S-1) + out, D, H, W]
@@ -129,22 +68,9 @@ struct LogonetTrunk {
 }
 
 impl LogonetTrunk {
+    /// Same construction (and names) as `nets::logonet::Logonet`, minus the fusion head `conv.*`.
     fn new(cfg: &logonet::Config, vb: VarBuilder) -> Result<Self> {
-        cfg.validate()?;
-        let p = cfg.patch_count;
-        let global = Ulkanet::new_subnet(&cfg.global(), vb.pp("van"))?;
-        let local_cfg = cfg.local();
-        let mut locals = Vec::with_capacity(p * p * p);
-        for i in 0..p {
-            for j in 0..p {
-                for k in 0..p {
-                    locals.push(Ulkanet::new_subnet(
-                        &local_cfg,
-                        vb.pp(format!("van{i}_{j}_{k}")),
-                    )?);
-                }
-            }
-        }
+        let (global, locals) = logonet::build_branches(cfg, vb)?;
         Ok(Self {
             cfg: cfg.clone(),
             global,
@@ -154,26 +80,8 @@ impl LogonetTrunk {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.cfg.check_input(x.dims())?;
-        let p = self.cfg.patch_count;
-        let (_, _, d, h, w) = x.dims5()?;
-        let (sd, sh, sw) = (d / p, h / p, w / p);
-        let mut planes = Vec::with_capacity(p);
-        for i in 0..p {
-            let xi = x.narrow(2, i * sd, sd)?;
-            let mut rows = Vec::with_capacity(p);
-            for j in 0..p {
-                let xij = xi.narrow(3, j * sh, sh)?;
-                let mut parts = Vec::with_capacity(p);
-                for k in 0..p {
-                    let sub = xij.narrow(4, k * sw, sw)?.contiguous()?; // [N, in, D/p, H/p, W/p]
-                    parts.push(self.locals[(i * p + j) * p + k].forward_unchecked(&sub, train)?);
-                }
-                rows.push(Tensor::cat(&parts, 4)?); // [N, out, D/p, H/p, W]
-            }
-            planes.push(Tensor::cat(&rows, 3)?); // [N, out, D/p, H, W]
-        }
-        let local = Tensor::cat(&planes, 2)?; // [N, out, D, H, W]
-        let global = self.global.forward_unchecked(x, train)?; // [N, out, D, H, W]
+        let (global, local, _) =
+            logonet::forward_branches(&self.cfg, &self.global, &self.locals, x, train)?;
         Ok((global + local)?) // [N, out, D, H, W]
     }
 }
