@@ -72,7 +72,7 @@ pub const NET_NAMES: [&str; 8] = [
 
 impl NetConfig {
     /// A preset by name (case-insensitive): `logonet-{tiny,s,l}`, `logonet-in-{s,l}` (InstanceNorm fusion head),
-    /// `ulkanet-{tiny,s,l}`; `logonet` and `ulkanet` alone mean the S variants. 1 input channel, 14 classes.
+    /// `ulkanet-{tiny,s,l}`; `logonet` and `ulkanet` alone mean the S variants, `tiny` means `logonet-tiny`. 1 input channel, 14 classes.
     pub fn from_name(name: &str) -> Result<Self> {
         let n = name.trim().to_ascii_lowercase().replace('_', "-");
         let with_in = |mut c: logonet::Config| {
@@ -80,7 +80,7 @@ impl NetConfig {
             c
         };
         Ok(match n.as_str() {
-            "logonet-tiny" => Self::Logonet(logonet::Config::tiny()),
+            "logonet-tiny" | "tiny" => Self::Logonet(logonet::Config::tiny()),
             "logonet-s" | "logonet" => Self::Logonet(logonet::Config::s()),
             "logonet-l" => Self::Logonet(logonet::Config::l()),
             "logonet-in-s" | "logonet-in" => Self::Logonet(with_in(logonet::Config::s())),

@@ -50,11 +50,7 @@ fn cpu_secs() -> Option<f64> {
 /// Runs `logonet bench train`.
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let dev = candle_core::Device::Cpu;
-    let name = if a.model == "tiny" {
-        "logonet-tiny"
-    } else {
-        a.model.as_str()
-    };
+    let name = a.model.as_str();
     let net = NetConfig::from_name(name)?.with_out_channels(a.classes);
     let mut t = Trainer::new(
         &net,

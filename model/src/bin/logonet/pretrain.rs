@@ -17,7 +17,8 @@ pub struct Args {
     /// Folder of unlabelled NIfTI volumes (files named *label*, *_seg*, *_gt* are skipped).
     #[arg(long)]
     data: PathBuf,
-    /// Network whose trunk is pre-trained: tiny (LoGoNet-tiny, 32³ crops), ulkanet-s, logonet-s, logonet-l.
+    /// Network whose trunk is pre-trained: tiny (= logonet-tiny; the tiny nets default to 32³ crops), ulkanet-tiny,
+    /// ulkanet-s, logonet-s, logonet-l (any name `logonet info` knows).
     #[arg(long, default_value = "tiny")]
     model: String,
     /// Output channels of the trunk (the segmentation classes of the network to fine-tune; the reference
@@ -96,15 +97,6 @@ pub struct Args {
     out: PathBuf,
 }
 
-fn net_config(model: &str) -> anyhow::Result<NetConfig> {
-    let name = match model {
-        "tiny" => "logonet-tiny",
-        "ulkanet-s" | "logonet-s" | "logonet-l" | "ulkanet-tiny" | "logonet-tiny" => model,
-        other => anyhow::bail!("unknown model {other:?} (tiny, ulkanet-s, logonet-s, logonet-l)"),
-    };
-    Ok(NetConfig::from_name(name)?)
-}
-
 /// Writes a C-order f32 matrix as a NumPy `.npy` file.
 fn write_npy(path: &std::path::Path, a: &ndarray::Array2<f32>) -> anyhow::Result<()> {
     let (n, d) = a.dim();
@@ -127,12 +119,12 @@ fn write_npy(path: &std::path::Path, a: &ndarray::Array2<f32>) -> anyhow::Result
 /// Runs `logonet pretrain`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.out_channels >= 1, "--out-channels must be at least 1");
-    let net = net_config(&args.model)?
+    let net = NetConfig::from_name(&args.model)?
         .with_out_channels(args.out_channels)
         .with_in_channels(1);
     let edge = args
         .crop
-        .unwrap_or(if args.model == "tiny" { 32 } else { 96 });
+        .unwrap_or(if args.model.ends_with("tiny") { 32 } else { 96 });
     let crop = [edge; 3];
     let batch = args.batch.unwrap_or_else(|| trainer::min_batch(&net, crop));
     // Fail before any data is read or any clusterer fitted.

@@ -259,12 +259,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ));
         t
     } else {
-        let name = if args.model == "tiny" {
-            "logonet-tiny"
-        } else {
-            args.model.as_str()
-        };
-        let net = NetConfig::from_name(name)?
+        let net = NetConfig::from_name(&args.model)?
             .with_out_channels(classes)
             .with_in_channels(1);
         let multiple = net.input_multiple();
