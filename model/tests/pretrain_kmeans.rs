@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use logonet::job::{CancelToken, NoProgress};
-use logonet::pretrain::kmeans::{self, ClustererBank, KMeansConfig};
+use logonet::pretrain::kmeans::{self, ClustererBank, KMeansBackend, KMeansConfig};
 use ndarray::Array2;
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
@@ -120,9 +120,57 @@ fn linfa_path_fits_too() {
         ..KMeansConfig::default()
     };
     let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let a = kmeans::fit_linfa(x.view(), 4, &cfg, &mut rng).unwrap();
+    let a = kmeans::fit_linfa(x.view(), 4, &cfg, &mut rng, &CancelToken::new()).unwrap();
     let optimum = 400.0 * 10.0 / 12.0;
     assert!(a.inertia < 1.2 * optimum, "linfa inertia {}", a.inertia);
+    let cancelled = CancelToken::new();
+    cancelled.cancel();
+    assert!(kmeans::fit_linfa(x.view(), 4, &cfg, &mut rng, &cancelled).is_err());
+}
+
+/// The bank fits through either backend: on separated blobs both reach the optimum within a few percent, and
+/// the backend is part of the saved configuration (older files without it read as `gemm`).
+#[test]
+fn bank_backends_agree_on_blobs() {
+    let (x, _) = blobs(600, 12, 5, 21);
+    let base = KMeansConfig {
+        n_clusterers: 2,
+        k_min: 5,
+        k_max: 5,
+        subset_fraction: 1.0,
+        batch_size: 128,
+        max_epochs: 5,
+        seed: 3,
+        ..KMeansConfig::default()
+    };
+    let fit = |backend| {
+        let cfg = KMeansConfig {
+            backend,
+            ..base.clone()
+        };
+        ClustererBank::fit(x.view(), [3, 4], &cfg, &NoProgress, &CancelToken::new()).unwrap()
+    };
+    let gemm = fit(KMeansBackend::Gemm);
+    let linfa = fit(KMeansBackend::Linfa);
+    let optimum = 600.0 * 12.0 / 12.0;
+    for (g, l) in gemm.meta.inertias.iter().zip(&linfa.meta.inertias) {
+        assert!(
+            *g < 1.1 * optimum && *l < 1.1 * optimum,
+            "gemm {g}, linfa {l}"
+        );
+    }
+    assert_eq!(linfa.meta.config.backend, KMeansBackend::Linfa);
+    let json = serde_json::to_value(&linfa.meta.config).unwrap();
+    assert_eq!(json["backend"], "linfa");
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("backend");
+    let back: KMeansConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(back.backend, KMeansBackend::Gemm);
+    assert_eq!(
+        "LINFA".parse::<KMeansBackend>().unwrap(),
+        KMeansBackend::Linfa
+    );
+    assert!("sklearn".parse::<KMeansBackend>().is_err());
 }
 
 #[test]

@@ -10,7 +10,9 @@
 //! pairwise. Here seeding is the O(k n d) k-means++ ([`kmeans_plus_plus`]) and every assignment is one GEMM,
 //! `‖x‖² − 2 x·c + ‖c‖²` (candle matmul). The mini-batch update is scikit-learn's (each centre is the running
 //! mean of every point ever assigned to it, counts included). [`fit_linfa`] runs the same seeding through
-//! `linfa-clustering` (`KMeansInit::Precomputed`, `n_runs(1)`, mini-batches via `fit_with`) for comparison.
+//! `linfa-clustering` (`KMeansInit::Precomputed`, `n_runs(1)`, mini-batches via `fit_with`); the bank uses it
+//! with [`KMeansBackend::Linfa`] (`logonet pretrain --kmeans-backend linfa`). Labelling every slice is the
+//! GEMM assignment with either backend.
 
 use crate::job::{CancelToken, Progress, ProgressEvent};
 use crate::{Error, Result};
@@ -45,6 +47,36 @@ pub struct KMeansConfig {
     pub max_no_improvement: usize,
     /// Seed of everything random (k, subsets, seeding, batches).
     pub seed: u64,
+    /// Which mini-batch loop fits each clusterer (both start from the same O(k n d) k-means++ seeding).
+    #[serde(default)]
+    pub backend: KMeansBackend,
+}
+
+/// The mini-batch k-means loop of a clusterer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KMeansBackend {
+    /// [`fit_minibatch`]: scikit-learn's update with every assignment one GEMM (the default: fast at the
+    /// d = 9,216 of 96×96 slices).
+    #[default]
+    Gemm,
+    /// [`fit_linfa`]: `linfa-clustering`'s incremental k-means (`KMeansInit::Precomputed` seeds, `n_runs(1)`,
+    /// one `fit_with` per mini-batch); its pairwise assignment makes it slower at large d.
+    Linfa,
+}
+
+impl std::str::FromStr for KMeansBackend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "gemm" => Ok(Self::Gemm),
+            "linfa" => Ok(Self::Linfa),
+            other => Err(Error::invalid(
+                "KMeansBackend",
+                format!("unknown k-means backend '{other}' (gemm, linfa)"),
+            )),
+        }
+    }
 }
 
 impl Default for KMeansConfig {
@@ -58,6 +90,7 @@ impl Default for KMeansConfig {
             max_epochs: 20,
             max_no_improvement: 100,
             seed: 42,
+            backend: KMeansBackend::Gemm,
         }
     }
 }
@@ -258,12 +291,14 @@ pub fn fit_minibatch(
 }
 
 /// The same seeding, then `linfa-clustering`'s mini-batch k-means (`KMeansInit::Precomputed`, `n_runs(1)`,
-/// one `fit_with` call per mini-batch). Slow at large d (pairwise distances); kept for comparison.
+/// one `fit_with` call per mini-batch of `cfg.batch_size` rows drawn with replacement, `cfg.max_epochs` passes'
+/// worth of batches). Slower at large d (linfa's pairwise distances); [`KMeansBackend::Linfa`] selects it.
 pub fn fit_linfa(
     x: ArrayView2<f32>,
     k: usize,
     cfg: &KMeansConfig,
     rng: &mut ChaCha8Rng,
+    cancel: &CancelToken,
 ) -> Result<Clusterer> {
     use linfa::prelude::*;
     use linfa_clustering::{IncrKMeansError, KMeans, KMeansInit};
@@ -279,6 +314,7 @@ pub fn fit_linfa(
     let steps = (cfg.max_epochs * n).div_ceil(batch).max(1);
     let mut model = None;
     for _ in 0..steps {
+        cancel.check()?;
         let idx: Vec<usize> = (0..batch).map(|_| rng.gen_range(0..n)).collect();
         let ds = DatasetBase::from(x64.select(Axis(0), &idx));
         model = match params.fit_with(model, &ds) {
@@ -366,7 +402,10 @@ impl ClustererBank {
             let k = rng.gen_range(cfg.k_min..=cfg.k_max).min(subset);
             let idx = rand::seq::index::sample(&mut rng, n, subset).into_vec();
             let xs = slices.select(Axis(0), &idx);
-            let cl = fit_minibatch(xs.view(), k, cfg, &mut rng, cancel)?;
+            let cl = match cfg.backend {
+                KMeansBackend::Gemm => fit_minibatch(xs.view(), k, cfg, &mut rng, cancel)?,
+                KMeansBackend::Linfa => fit_linfa(xs.view(), k, cfg, &mut rng, cancel)?,
+            };
             ks.push(k);
             inertias.push(cl.inertia);
             clusterers.push(cl);

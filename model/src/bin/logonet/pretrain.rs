@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use logonet::job::CancelToken;
 use logonet::nets::NetConfig;
 use logonet::pretrain::data::{self, Intensity};
-use logonet::pretrain::kmeans::{ClustererBank, KMeansConfig};
+use logonet::pretrain::kmeans::{ClustererBank, KMeansBackend, KMeansConfig};
 use logonet::pretrain::mask::MaskConfig;
 use logonet::pretrain::trainer::{self, PretrainConfig};
 use logonet::train::optim::AdamWConfig;
@@ -73,6 +73,10 @@ pub struct Args {
     /// k-means passes over its subset.
     #[arg(long, default_value_t = 20)]
     kmeans_epochs: usize,
+    /// Mini-batch k-means loop: gemm (scikit-learn's update, GEMM assignments) or linfa (linfa-clustering's
+    /// incremental k-means from the same k-means++ seeds; slower at large slices).
+    #[arg(long, default_value = "gemm")]
+    kmeans_backend: KMeansBackend,
     /// Use the clusterers saved in this folder instead of fitting new ones (default: the ones in OUT/clusterers
     /// when they were fitted with the same settings on slices of the same size).
     #[arg(long)]
@@ -143,6 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch_size: args.kmeans_batch,
         max_epochs: args.kmeans_epochs,
         seed: args.seed,
+        backend: args.kmeans_backend,
         ..KMeansConfig::default()
     };
     let cfg = PretrainConfig {
