@@ -1,6 +1,20 @@
 //! A small network must overfit a synthetic phantom: the full trainer (loader thread, DiceCE, AdamW, validation
-//! with a sliding window) on phantoms with three organs must reach a training Dice above 0.9 on every
-//! organ. Initialisation ([`Trainer::seed_init`]) and crops are seeded, so the run is reproducible.
+//! with a sliding window) on two 32³ phantoms (12 × 12 × 7.5 mm voxels) must reach a training Dice above 0.9
+//! on every label (background, spleen, kidneys, liver; `OF_SPLEEN=0` leaves the spleen in the background).
+//! Initialisation ([`Trainer::seed_init`]) and batches are seeded, so the run is reproducible.
+//!
+//! It FAILS, hence `#[ignore]`. Diagnosis of 2026-11-23 (figures printed by this test): the training path is
+//! right — Dice from one eval-mode pass equals the sliding-window validation, train-mode (batch statistics)
+//! Dice is within a few points of eval mode, crops are the whole volume with no augmentation so image and
+//! label cannot drift apart — but the small organs (0.6-0.9 % of the voxels) are learned late and
+//! unreliably. At lr 1e-2: after 100 steps every spleen and kidney voxel is predicted background (confusion
+//! matrix); after 200 steps (~4-5 min in the test profile on 2 loaded cores) liver 0.918 and kidneys 0.919
+//! with four labels, but kidneys still 0 with three (spleen in the background, liver 0.929): which small organ
+//! gets picked up, and when, depends on the run. The spleen stays at 0 after 200-300 steps: its windowed
+//! intensity (0.530) is the liver's (0.548) within 1.5 noise sd (0.012), so only position separates them,
+//! and ULKANet's only global path at a 32³ input is the 1³ bottleneck, where BatchNorm over a batch of two
+//! maps every channel to ±1 in training (no position survives). Passing needs a larger input (64³: 8× the
+//! compute) or far more steps, beyond the ~90 s budget of a default test.
 
 mod train_support;
 
@@ -10,7 +24,7 @@ use logonet::nets::{NetConfig, SegmentationNet as _};
 use logonet::train::trainer::{ScheduleKind, TrainConfig, TrainEvent, Trainer, dice_per_label};
 use logonet::train::{AdamWConfig, AugmentConfig, LoaderConfig, Sample};
 use std::sync::Arc;
-use train_support::{env_or, label_counts, phantom_sample};
+use train_support::{env_or, label_counts, phantom_sample, phantom_sample_labels};
 
 /// Per-label Dice of the argmax of one forward pass over all `cases` at once (no sliding window).
 fn direct_dice(t: &Trainer, cases: &[Sample], train_mode: bool) -> Vec<Vec<Option<f64>>> {
@@ -44,8 +58,7 @@ fn direct_pass(t: &Trainer, cases: &[Sample], train_mode: bool) -> Vec<Vec<u16>>
         .iter()
         .enumerate()
         .map(|(i, _)| {
-            pred
-                .get(i)
+            pred.get(i)
                 .unwrap()
                 .flatten_all()
                 .unwrap()
@@ -59,12 +72,24 @@ fn direct_pass(t: &Trainer, cases: &[Sample], train_mode: bool) -> Vec<Vec<u16>>
 }
 
 #[test]
-#[ignore = "diagnosis run"]
+#[ignore = "FAILS: spleen Dice 0 (and one small organ at 0 in some runs) after 200 steps, ~5 min; see the module doc; run: cargo test -p logonet --test train_overfit -- --ignored --nocapture"]
 fn tiny_ulkanet_overfits_the_phantom() {
     let dim: usize = env_or("OF_DIM", 32);
-    let classes = 4;
+    let spleen = env_or("OF_SPLEEN", 1u8) == 1;
+    let classes = if spleen { 4 } else { 3 };
     let cases: Vec<Sample> = (0..env_or("OF_VOLS", 2u64))
-        .map(|s| phantom_sample(3 + s, [dim; 3]))
+        .map(|s| {
+            if spleen {
+                phantom_sample(3 + s, [dim; 3])
+            } else {
+                // 0 background (spleen included), 1 kidneys, 2 liver.
+                phantom_sample_labels(3 + s, [dim; 3], |l| match l {
+                    2 | 3 => 1,
+                    6 => 2,
+                    _ => 0,
+                })
+            }
+        })
         .collect();
     for sample in &cases {
         let counts = label_counts(sample, classes);
@@ -83,7 +108,7 @@ fn tiny_ulkanet_overfits_the_phantom() {
         eprintln!("voxels per label {counts:?}, mean image per label {means:?}");
         assert!(counts.iter().all(|&n| n > 20), "{counts:?}");
     }
-    let epochs: usize = env_or("OF_EPOCHS", 100);
+    let epochs: usize = env_or("OF_EPOCHS", 200);
     let crop: usize = env_or("OF_CROP", dim);
     let net = NetConfig::from_name(&env_or("OF_NET", "ulkanet-tiny".to_string()))
         .unwrap()
@@ -92,7 +117,7 @@ fn tiny_ulkanet_overfits_the_phantom() {
         epochs,
         schedule: ScheduleKind::Constant,
         optimizer: AdamWConfig {
-            lr: env_or("OF_LR", 5e-3),
+            lr: env_or("OF_LR", 1e-2),
             ..Default::default()
         },
         loader: LoaderConfig {
@@ -108,7 +133,7 @@ fn tiny_ulkanet_overfits_the_phantom() {
             prefetch: 2,
             steps_per_epoch: Some(1),
         },
-        val_every: env_or("OF_VAL", 25),
+        val_every: env_or("OF_VAL", 50),
         sliding_window: logonet::infer::SlidingWindowConfig {
             roi_size: [crop; 3],
             ..Default::default()
@@ -150,7 +175,10 @@ fn tiny_ulkanet_overfits_the_phantom() {
             epoch, per_label, ..
         } = e
         {
-            eprintln!("epoch {epoch}: loss {:.4}, validation Dice {per_label:.3?}", losses[*epoch]);
+            eprintln!(
+                "epoch {epoch}: loss {:.4}, validation Dice {per_label:.3?}",
+                losses[*epoch]
+            );
         }
     }
     eprintln!(
@@ -160,14 +188,28 @@ fn tiny_ulkanet_overfits_the_phantom() {
         losses[epochs - 1]
     );
     let v = t.validate(&cases, &CancelToken::new()).unwrap();
-    eprintln!("train Dice per label (sliding window, eval mode) {:.3?}", v.per_label);
-    eprintln!("eval mode, one pass: {:.3?}", direct_dice(&t, &cases, false));
+    eprintln!(
+        "train Dice per label (sliding window, eval mode) {:.3?}",
+        v.per_label
+    );
+    eprintln!(
+        "eval mode, one pass: {:.3?}",
+        direct_dice(&t, &cases, false)
+    );
     eprintln!("confusion [truth][prediction]: {:?}", confusion(&t, &cases));
-    eprintln!("train mode (batch statistics), one pass: {:.3?}", direct_dice(&t, &cases, true));
+    eprintln!(
+        "train mode (batch statistics), one pass: {:.3?}",
+        direct_dice(&t, &cases, true)
+    );
     assert_eq!(losses.len(), epochs);
+    assert!(losses[epochs - 1] < 0.5 * losses[0]);
     for (c, d) in v.per_label.iter().enumerate() {
         let d = d.unwrap();
-        assert!(d > 0.9, "label {c}: train Dice {d} <= 0.9 ({:?})", v.per_label);
+        assert!(
+            d > 0.9,
+            "label {c}: train Dice {d} <= 0.9 ({:?})",
+            v.per_label
+        );
     }
     assert!(best_calls >= 1);
 }

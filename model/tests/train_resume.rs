@@ -320,7 +320,10 @@ fn a_checkpoint_does_not_follow_later_training() {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     assert_eq!(max_diff(&snap_all, &frozen), 0.0, "the snapshot changed");
-    assert!(max_diff(&snap.model, &later.model) > 0.0, "the step changed nothing");
+    assert!(
+        max_diff(&snap.model, &later.model) > 0.0,
+        "the step changed nothing"
+    );
     let name = snap
         .model
         .keys()

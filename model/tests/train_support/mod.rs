@@ -9,8 +9,18 @@ use std::collections::HashMap;
 
 /// The phantom's whole field of view (384 × 384 × 240 mm) on a `dims` grid, windowed to 0..1
 /// (−175..250 HU), 5 HU noise, labels reduced to 0 background, 1 spleen, 2 kidneys, 3 liver (the rest
-/// background).
+/// background). 32³ gives 12 × 12 × 7.5 mm voxels.
 pub fn phantom_sample(seed: u64, dims: [usize; 3]) -> Sample {
+    phantom_sample_labels(seed, dims, |l| match l {
+        1 => 1,
+        2 | 3 => 2,
+        6 => 3,
+        _ => 0,
+    })
+}
+
+/// [`phantom_sample`] with another reduction of the phantom's BTCV labels.
+pub fn phantom_sample_labels(seed: u64, dims: [usize; 3], map: impl Fn(u16) -> u16) -> Sample {
     let spacing_mm = [
         384.0 / dims[0] as f64,
         384.0 / dims[1] as f64,
@@ -27,16 +37,7 @@ pub fn phantom_sample(seed: u64, dims: [usize; 3]) -> Sample {
         .iter()
         .map(|&hu| ((hu + 175.0) / 425.0).clamp(0.0, 1.0))
         .collect();
-    let label: Vec<u16> = lab
-        .data
-        .iter()
-        .map(|&l| match l {
-            1 => 1,
-            2 | 3 => 2,
-            6 => 3,
-            _ => 0,
-        })
-        .collect();
+    let label: Vec<u16> = lab.data.iter().map(|&l| map(l)).collect();
     Sample::new(image, label, 1, img.dims).unwrap()
 }
 
