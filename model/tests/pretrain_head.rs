@@ -1,32 +1,12 @@
 //! `Projection2` parity against fixture `pretrain_head` (head alone, fed with the trunk output recorded by the
 //! `logonet_tiny` reference fixture), plus shape and training-mode checks.
 
+mod train_support;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use logonet::pretrain::head::{Projection2, Projection2Config};
-use std::collections::HashMap;
-use std::path::PathBuf;
-
-fn load(rel: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(rel);
-    candle_core::safetensors::load(&path, &Device::Cpu).expect("fixture")
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use train_support::{load_fixture as load, max_abs};
 
 fn fixture_head() -> Projection2 {
     let weights = load("pipeline/pretrain_head.weights.safetensors");

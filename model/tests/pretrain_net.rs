@@ -2,6 +2,8 @@
 //! `pretrain_head`, the ULKANet variant's shapes, loading a pre-trained trunk for fine-tuning, and a short
 //! end-to-end pre-training run.
 
+mod train_support;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use logonet::job::{CancelToken, NoProgress};
@@ -12,29 +14,7 @@ use logonet::pretrain::kmeans::KMeansConfig;
 use logonet::pretrain::mask::MaskConfig;
 use logonet::pretrain::trainer::{self, PretrainConfig};
 use logonet::pretrain::trunk::PretrainNet;
-use std::collections::HashMap;
-use std::path::PathBuf;
-
-fn load(rel: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(rel);
-    candle_core::safetensors::load(&path, &Device::Cpu).expect("fixture")
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use train_support::{load_fixture as load, max_abs};
 
 #[test]
 fn logonet_pretrain_net_matches_reference() {

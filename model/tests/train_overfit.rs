@@ -1,78 +1,129 @@
 //! A small network must overfit a synthetic phantom: the full trainer (loader thread, DiceCE, AdamW, validation
-//! with a sliding window) on a 32³ phantom with three organs must reach a training Dice above 0.9 on every
-//! organ. Initialisation ([`Trainer::seed_init`]) and crops are seeded, so the run is reproducible.
+//! with a sliding window) on two 32³ phantoms (12 × 12 × 7.5 mm voxels) must reach a training Dice above 0.9
+//! on every label (background, spleen, kidneys, liver; `OF_SPLEEN=0` leaves the spleen in the background).
+//! Initialisation ([`Trainer::seed_init`]) and batches are seeded, so the run is reproducible.
+//!
+//! It FAILS, hence `#[ignore]`. Diagnosis of 2026-11-23 (figures printed by this test): the training path is
+//! right — Dice from one eval-mode pass equals the sliding-window validation, train-mode (batch statistics)
+//! Dice is within a few points of eval mode, crops are the whole volume with no augmentation so image and
+//! label cannot drift apart — but the small organs (0.6-0.9 % of the voxels) are learned late and
+//! unreliably. At lr 1e-2: after 100 steps every spleen and kidney voxel is predicted background (confusion
+//! matrix); after 200 steps (~4-5 min in the test profile on 2 loaded cores) liver 0.918 and kidneys 0.919
+//! with four labels, but kidneys still 0 with three (spleen in the background, liver 0.929): which small organ
+//! gets picked up, and when, depends on the run. The spleen stays at 0 after 200-300 steps: its windowed
+//! intensity (0.530) is the liver's (0.548) within 1.5 noise sd (0.012), so only position separates them,
+//! and ULKANet's only global path at a 32³ input is the 1³ bottleneck, where BatchNorm over a batch of two
+//! maps every channel to ±1 in training (no position survives). Passing needs a larger input (64³: 8× the
+//! compute) or far more steps, beyond the ~90 s budget of a default test.
 
+mod train_support;
+
+use candle_core::{Device, Tensor};
 use logonet::job::CancelToken;
-use logonet::nets::NetConfig;
-use logonet::train::trainer::{ScheduleKind, TrainConfig, TrainEvent, Trainer};
+use logonet::nets::{NetConfig, SegmentationNet as _};
+use logonet::train::trainer::{ScheduleKind, TrainConfig, TrainEvent, Trainer, dice_per_label};
 use logonet::train::{AdamWConfig, AugmentConfig, LoaderConfig, Sample};
-use logonet::volume::phantom::{PhantomConfig, phantom};
 use std::sync::Arc;
+use train_support::{env_or, label_counts, phantom_sample, phantom_sample_labels};
 
-/// The 32³ phantom (12×12×7.5 mm voxels: the whole 384×384×240 mm field of view) windowed to 0..1
-/// (−175..250 HU), labels reduced to 0 background, 1 spleen, 2 kidneys, 3 liver (the rest background).
-fn phantom_sample(seed: u64) -> Sample {
-    let (img, lab) = phantom(&PhantomConfig {
-        dims: [32, 32, 32],
-        spacing_mm: [12.0, 12.0, 7.5],
-        seed,
-        noise_hu: 5.0,
-    });
-    let image: Vec<f32> = img
-        .data
+/// Per-label Dice of the argmax of one forward pass over all `cases` at once (no sliding window).
+fn direct_dice(t: &Trainer, cases: &[Sample], train_mode: bool) -> Vec<Vec<Option<f64>>> {
+    direct_pass(t, cases, train_mode)
         .iter()
-        .map(|&hu| ((hu + 175.0) / 425.0).clamp(0.0, 1.0))
-        .collect();
-    let label: Vec<u16> = lab
-        .data
-        .iter()
-        .map(|&l| match l {
-            1 => 1,
-            2 | 3 => 2,
-            6 => 3,
-            _ => 0,
-        })
-        .collect();
-    Sample::new(image, label, 1, img.dims).unwrap()
+        .zip(cases)
+        .map(|(p, c)| dice_per_label(p, &c.label, t.net_config().out_channels()))
+        .collect()
 }
 
-fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
+/// Voxel counts `[truth][prediction]` over all cases (eval mode, one pass).
+fn confusion(t: &Trainer, cases: &[Sample]) -> Vec<Vec<usize>> {
+    let classes = t.net_config().out_channels();
+    let mut m = vec![vec![0usize; classes]; classes];
+    for (p, c) in direct_pass(t, cases, false).iter().zip(cases) {
+        for (&a, &b) in p.iter().zip(&c.label) {
+            m[b as usize][a as usize] += 1;
+        }
+    }
+    m
+}
+
+/// The argmax label maps of one forward pass over all `cases` at once.
+fn direct_pass(t: &Trainer, cases: &[Sample], train_mode: bool) -> Vec<Vec<u16>> {
+    let [x, y, z] = cases[0].dims;
+    let image: Vec<f32> = cases.iter().flat_map(|c| c.image.iter().copied()).collect();
+    let input = Tensor::from_vec(image, (cases.len(), 1, x, y, z), &Device::Cpu).unwrap();
+    let logits = t.net().forward_t(&input, train_mode).unwrap(); // [N, C, X, Y, Z]
+    let pred = logits.argmax(1).unwrap(); // [N, X, Y, Z]
+    cases
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            pred.get(i)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<u32>()
+                .unwrap()
+                .into_iter()
+                .map(|v| v as u16)
+                .collect()
+        })
+        .collect()
 }
 
 #[test]
-#[ignore = "FAILS as of 2026-11-23 02:58 UTC: after 100 steps Dice liver 0.79-0.86, kidneys 0-0.32, spleen 0; needs more steps or another setup (OF_EPOCHS, OF_LR, OF_NET env vars)"]
+#[ignore = "FAILS: spleen Dice 0 (and one small organ at 0 in some runs) after 200 steps, ~5 min; see the module doc; run: cargo test -p logonet --test train_overfit -- --ignored --nocapture"]
 fn tiny_ulkanet_overfits_the_phantom() {
-    let dev = candle_core::Device::Cpu;
-    // Two phantoms per step (BatchNorm needs more than one value per channel at the 1³ bottleneck).
+    let dim: usize = env_or("OF_DIM", 32);
+    let spleen = env_or("OF_SPLEEN", 1u8) == 1;
+    let classes = if spleen { 4 } else { 3 };
     let cases: Vec<Sample> = (0..env_or("OF_VOLS", 2u64))
-        .map(|s| phantom_sample(3 + s))
+        .map(|s| {
+            if spleen {
+                phantom_sample(3 + s, [dim; 3])
+            } else {
+                // 0 background (spleen included), 1 kidneys, 2 liver.
+                phantom_sample_labels(3 + s, [dim; 3], |l| match l {
+                    2 | 3 => 1,
+                    6 => 2,
+                    _ => 0,
+                })
+            }
+        })
         .collect();
     for sample in &cases {
-        let counts: Vec<usize> = (0..4)
-            .map(|c| sample.label.iter().filter(|&&l| l == c).count())
+        let counts = label_counts(sample, classes);
+        let means: Vec<f32> = (0..classes as u16)
+            .map(|c| {
+                let v: Vec<f32> = sample
+                    .label
+                    .iter()
+                    .zip(&sample.image)
+                    .filter(|(l, _)| **l == c)
+                    .map(|(_, &x)| x)
+                    .collect();
+                v.iter().sum::<f32>() / v.len().max(1) as f32
+            })
             .collect();
-        eprintln!("voxels per label {counts:?}");
+        eprintln!("voxels per label {counts:?}, mean image per label {means:?}");
         assert!(counts.iter().all(|&n| n > 20), "{counts:?}");
     }
-    let epochs: usize = env_or("OF_EPOCHS", 100);
+    let epochs: usize = env_or("OF_EPOCHS", 200);
+    let crop: usize = env_or("OF_CROP", dim);
     let net = NetConfig::from_name(&env_or("OF_NET", "ulkanet-tiny".to_string()))
         .unwrap()
-        .with_out_channels(4);
+        .with_out_channels(classes);
     let cfg = TrainConfig {
         epochs,
         schedule: ScheduleKind::Constant,
         optimizer: AdamWConfig {
-            lr: env_or("OF_LR", 5e-3),
+            lr: env_or("OF_LR", 1e-2),
             ..Default::default()
         },
         loader: LoaderConfig {
             batch_volumes: cases.len(),
             augment: AugmentConfig {
-                crop_size: [32; 3],
+                crop_size: [crop; 3],
                 num_samples: env_or("OF_SAMPLES", 1),
                 ..Default::default()
             }
@@ -82,16 +133,16 @@ fn tiny_ulkanet_overfits_the_phantom() {
             prefetch: 2,
             steps_per_epoch: Some(1),
         },
-        val_every: env_or("OF_VAL", 25),
+        val_every: env_or("OF_VAL", 50),
         sliding_window: logonet::infer::SlidingWindowConfig {
-            roi_size: [32; 3],
+            roi_size: [crop; 3],
             ..Default::default()
         },
         checkpoint_every: 0,
         ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(&net, cfg, &dev).unwrap();
+    let mut t = Trainer::new(&net, cfg, &Device::Cpu).unwrap();
     assert!(t.seed_init(5).unwrap() > 10);
     let (tx, rx) = crossbeam_channel::unbounded();
     let train = Arc::new(cases.clone());
@@ -119,23 +170,39 @@ fn tiny_ulkanet_overfits_the_phantom() {
             _ => None,
         })
         .collect();
-    let dice: Vec<Vec<Option<f64>>> = events
-        .iter()
-        .filter_map(|e| match e {
-            TrainEvent::Validation { per_label, .. } => Some(per_label.clone()),
-            _ => None,
-        })
-        .collect();
+    for e in &events {
+        if let TrainEvent::Validation {
+            epoch, per_label, ..
+        } = e
+        {
+            eprintln!(
+                "epoch {epoch}: loss {:.4}, validation Dice {per_label:.3?}",
+                losses[*epoch]
+            );
+        }
+    }
     eprintln!(
-        "{:.1} s; loss first {:.4} last {:.4}; validation Dice {dice:?}",
+        "{:.1} s; loss first {:.4} last {:.4}",
         t0.elapsed().as_secs_f64(),
         losses[0],
         losses[epochs - 1]
     );
+    let v = t.validate(&cases, &CancelToken::new()).unwrap();
+    eprintln!(
+        "train Dice per label (sliding window, eval mode) {:.3?}",
+        v.per_label
+    );
+    eprintln!(
+        "eval mode, one pass: {:.3?}",
+        direct_dice(&t, &cases, false)
+    );
+    eprintln!("confusion [truth][prediction]: {:?}", confusion(&t, &cases));
+    eprintln!(
+        "train mode (batch statistics), one pass: {:.3?}",
+        direct_dice(&t, &cases, true)
+    );
     assert_eq!(losses.len(), epochs);
     assert!(losses[epochs - 1] < 0.5 * losses[0]);
-    let v = t.validate(&cases, &CancelToken::new()).unwrap();
-    eprintln!("train Dice per label {:?}", v.per_label);
     for (c, d) in v.per_label.iter().enumerate() {
         let d = d.unwrap();
         assert!(

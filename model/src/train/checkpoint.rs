@@ -131,14 +131,23 @@ impl Checkpoint {
     }
 }
 
-/// The network variables of a `VarMap` as CPU tensors by name (a state dict).
+/// The network variables of a `VarMap` as CPU tensors by name (a state dict): a snapshot, owning its
+/// storage. (`detach` and a CPU → CPU `to_device` share the variable's storage, which the optimizer and
+/// BatchNorm update in place, so without the copy a state dict taken before training would silently follow
+/// the live weights.)
 pub fn state_dict(varmap: &candle_nn::VarMap) -> Result<HashMap<String, Tensor>> {
     let data = varmap.data().lock().map_err(|_| Error::Checkpoint {
         msg: "variable map lock poisoned".into(),
     })?;
     let mut out = HashMap::with_capacity(data.len());
     for (k, v) in data.iter() {
-        out.insert(k.clone(), v.as_tensor().detach().to_device(&Device::Cpu)?);
+        let t = v.as_tensor().detach();
+        let t = if t.device().is_cpu() {
+            t.copy()?
+        } else {
+            t.to_device(&Device::Cpu)?
+        };
+        out.insert(k.clone(), t);
     }
     Ok(out)
 }
