@@ -773,7 +773,9 @@ impl StudioApp {
                 ("  central views (incl. slices)", |p| p.central_ms),
                 ("    slice gather + window", |p| p.slice_gather_ms),
                 ("    slice compose + overlay", |p| p.slice_compose_ms),
-                ("    slice upload (TextureHandle::set)", |p| p.slice_upload_ms),
+                ("    slice upload (TextureHandle::set)", |p| {
+                    p.slice_upload_ms
+                }),
                 ("  windows + actions", |p| p.windows_ms),
             ];
             for (name, get) in stages {

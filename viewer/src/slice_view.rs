@@ -227,7 +227,8 @@ struct RenderKey {
     slice: usize,
     window: (u32, u32),
     overlay: OverlayStyle,
-    has_labels: bool,
+    /// Which label map (by address: switching ground truth / prediction / difference changes no revision).
+    labels: Option<usize>,
 }
 
 /// One slice view: its axis and its texture (created on first draw, then updated in place).
@@ -462,7 +463,7 @@ impl SliceView {
                 content.window.width.to_bits(),
             ),
             overlay: content.overlay.clone(),
-            has_labels: content.labels.is_some(),
+            labels: content.labels.map(|l| l.data.as_ptr() as usize),
         };
         if self.texture.is_some() && self.key.as_ref() == Some(&key) {
             return;
@@ -493,8 +494,14 @@ pub fn letterbox(view: Rect, image: Rect) -> Vec<Rect> {
     if !(img.width() > 0.0 && img.height() > 0.0) {
         return vec![view];
     }
-    let (x0, x1) = ((img.min.x + 1.0).min(img.max.x), (img.max.x - 1.0).max(img.min.x));
-    let (y0, y1) = ((img.min.y + 1.0).min(img.max.y), (img.max.y - 1.0).max(img.min.y));
+    let (x0, x1) = (
+        (img.min.x + 1.0).min(img.max.x),
+        (img.max.x - 1.0).max(img.min.x),
+    );
+    let (y0, y1) = (
+        (img.min.y + 1.0).min(img.max.y),
+        (img.max.y - 1.0).max(img.min.y),
+    );
     [
         Rect::from_min_max(view.min, Pos2::new(view.max.x, y0)),
         Rect::from_min_max(Pos2::new(view.min.x, y1), view.max),
@@ -502,7 +509,9 @@ pub fn letterbox(view: Rect, image: Rect) -> Vec<Rect> {
         Rect::from_min_max(Pos2::new(x1, img.min.y), Pos2::new(view.max.x, img.max.y)),
     ]
     .into_iter()
-    .filter(|r| r.min.x < img.min.x || r.max.x > img.max.x || r.min.y < img.min.y || r.max.y > img.max.y)
+    .filter(|r| {
+        r.min.x < img.min.x || r.max.x > img.max.x || r.min.y < img.min.y || r.max.y > img.max.y
+    })
     .filter(|r| r.width() > 0.0 && r.height() > 0.0)
     .collect()
 }
@@ -589,16 +598,44 @@ pub fn blend_row(color: [u8; 3], t: f32) -> [Color32; 256] {
 /// Reusable buffers that render slices without per-voxel float blending and without reallocating per frame:
 /// voxels are read in memory order (the in-plane axis with the smaller stride innermost), the window is
 /// applied while reading, and labels are blended through a 256-entry table per visible label.
+///
+/// When the slice axis is the contiguous one (axial slices of a volume stored with k fastest), every voxel of
+/// a slice lies on its own cache line, and so do the next 15 slices' voxels: the renderer then copies a slab of
+/// [`SLAB`] consecutive slices at once (the same memory traffic as one slice) and serves the following slices
+/// from it, so paging reads the volume once per [`SLAB`] slices.
 #[derive(Default)]
 pub struct SliceRenderer {
     grey: Vec<u8>,
     labels: Vec<u16>,
+    slab: Option<Slab>,
     /// Per label value: 0 = not looked up yet, `HIDDEN` = not drawn, otherwise 1 + row in `rows`.
     slot: Vec<u32>,
     rows: Vec<[Color32; 256]>,
 }
 
 const HIDDEN: u32 = u32::MAX;
+
+/// Slices per slab (32 u16 labels or two lines of 16 f32 intensities per voxel column).
+pub const SLAB: usize = 32;
+
+/// Identity of the data a slab was copied from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SlabKey {
+    image: usize,
+    labels: Option<usize>,
+    revision: u64,
+    dims: [usize; 3],
+    first: usize,
+}
+
+/// Slices `first..first + len` of the image (and labels), plane by plane, each plane in memory order of the
+/// in-plane voxels.
+struct Slab {
+    key: SlabKey,
+    len: usize,
+    image: Vec<f32>,
+    labels: Vec<u16>,
+}
 
 impl SliceRenderer {
     /// Renders like [`render_slice`], reusing this renderer's buffers; also returns the stage times.
@@ -637,18 +674,76 @@ impl SliceRenderer {
         } else {
             (geometry.flip_v, geometry.flip_h)
         };
+        let slice = slice.min(dims[geometry.fixed].saturating_sub(1));
+        let slab_plane = if strides[geometry.fixed] == 1 && dims[geometry.fixed] > 1 {
+            let first = slice - slice % SLAB;
+            let key = SlabKey {
+                image: data.as_ptr() as usize,
+                labels: labels.map(|l| l.data.as_ptr() as usize),
+                revision: content.revision,
+                dims,
+                first,
+            };
+            if self.slab.as_ref().map(|s| s.key) != Some(key) {
+                let len = SLAB.min(dims[geometry.fixed] - first);
+                let mut slab = self.slab.take().unwrap_or(Slab {
+                    key,
+                    len,
+                    image: Vec::new(),
+                    labels: Vec::new(),
+                });
+                slab.key = key;
+                slab.len = len;
+                slab.image.clear();
+                slab.image.resize(len * n, 0.0);
+                slab.labels.clear();
+                if labels.is_some() {
+                    slab.labels.resize(len * n, 0);
+                }
+                let start = first * strides[geometry.fixed];
+                for vo in 0..outer {
+                    for vi in 0..inner {
+                        let p = vo * inner + vi;
+                        let src = start + vo * s_outer + vi * s_inner;
+                        for (k, &v) in data[src..src + len].iter().enumerate() {
+                            slab.image[k * n + p] = v;
+                        }
+                        if let Some(l) = labels {
+                            for (k, &v) in l.data[src..src + len].iter().enumerate() {
+                                slab.labels[k * n + p] = v;
+                            }
+                        }
+                    }
+                }
+                self.slab = Some(slab);
+            }
+            self.slab.as_ref().map(|s| (s, slice - first))
+        } else {
+            None
+        };
         let (grey, label_buf) = (&mut self.grey, &mut self.labels);
         for vo in 0..outer {
             let row = base + vo * s_outer;
             let o = if flip_outer { outer - 1 - vo } else { vo };
             for vi in 0..inner {
-                let src = row + vi * s_inner;
                 let i = if flip_inner { inner - 1 - vi } else { vi };
                 // Texture pixel (x, y) as y * w + x.
                 let dst = if v_inner { i * w + o } else { o * w + i };
-                grey[dst] = window.grey(data[src]);
-                if let Some(l) = labels {
-                    label_buf[dst] = l.data[src];
+                match slab_plane {
+                    Some((slab, k)) => {
+                        let src = k * n + vo * inner + vi;
+                        grey[dst] = window.grey(slab.image[src]);
+                        if labels.is_some() {
+                            label_buf[dst] = slab.labels[src];
+                        }
+                    }
+                    None => {
+                        let src = row + vi * s_inner;
+                        grey[dst] = window.grey(data[src]);
+                        if let Some(l) = labels {
+                            label_buf[dst] = l.data[src];
+                        }
+                    }
                 }
             }
         }
@@ -821,7 +916,9 @@ mod tests {
             .flat_map(|y| (0..w).map(move |x| (x, y)))
             .map(|(x, y)| {
                 let ijk = geometry.voxel(dims, slice, x, y);
-                let g = content.window.grey(content.image.data[content.image.index(ijk[0], ijk[1], ijk[2])]);
+                let g = content
+                    .window
+                    .grey(content.image.data[content.image.index(ijk[0], ijk[1], ijk[2])]);
                 let mut c = Color32::from_gray(g);
                 if let Some(l) = content.labels {
                     let at = |x: usize, y: usize| {
@@ -844,7 +941,8 @@ mod tests {
                         let alpha = content.overlay.opacity.clamp(0.0, 1.0);
                         let t = if outline { alpha.max(0.8) } else { alpha };
                         let [r, gg, b] = content.table.color(v);
-                        let blend = |u: u8, o: u8| (u as f32 * (1.0 - t) + o as f32 * t + 0.5) as u8;
+                        let blend =
+                            |u: u8, o: u8| (u as f32 * (1.0 - t) + o as f32 * t + 0.5) as u8;
                         c = Color32::from_rgb(blend(g, r), blend(g, gg), blend(g, b));
                     }
                 }
@@ -860,7 +958,13 @@ mod tests {
         let n = dims[0] * dims[1] * dims[2];
         // Intensities over and beyond the window, with NaN; labels in blobs (for outlines) up to 9 and 300.
         let data: Vec<f32> = (0..n)
-            .map(|v| if v % 37 == 5 { f32::NAN } else { ((v * 7919) % 611) as f32 - 250.0 })
+            .map(|v| {
+                if v % 37 == 5 {
+                    f32::NAN
+                } else {
+                    ((v * 7919) % 611) as f32 - 250.0
+                }
+            })
             .collect();
         let labels: Vec<u16> = (0..n)
             .map(|v| match (v / 3) % 11 {
@@ -874,19 +978,50 @@ mod tests {
         lps.0[1][1] = -0.8;
         // Permuted storage: i runs superior, j right, k anterior.
         let mut permuted = Affine::from_spacing_origin([1.0; 3], [0.0; 3]);
-        permuted.0 = [[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
+        permuted.0 = [
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         let table = LabelTable::btcv();
         let styles = [
-            OverlayStyle { opacity: 0.37, ..Default::default() },
-            OverlayStyle { opacity: 0.3, outline: true, ..Default::default() },
-            OverlayStyle { opacity: 1.0, hidden: [2, 300].into_iter().collect(), ..Default::default() },
-            OverlayStyle { opacity: 0.0, ..Default::default() },
+            OverlayStyle {
+                opacity: 0.37,
+                ..Default::default()
+            },
+            OverlayStyle {
+                opacity: 0.3,
+                outline: true,
+                ..Default::default()
+            },
+            OverlayStyle {
+                opacity: 1.0,
+                hidden: [2, 300].into_iter().collect(),
+                ..Default::default()
+            },
+            OverlayStyle {
+                opacity: 0.0,
+                ..Default::default()
+            },
         ];
         let mut renderer = SliceRenderer::default();
         let mut checked = 0;
-        for affine in [Affine::from_spacing_origin([1.0, 1.0, 2.5], [0.0; 3]), lps, permuted] {
-            let image = ImageVolume { data: data.clone(), dims, ras_from_ijk: affine };
-            let label_map = LabelVolume { data: labels.clone(), dims, ras_from_ijk: affine };
+        for affine in [
+            Affine::from_spacing_origin([1.0, 1.0, 2.5], [0.0; 3]),
+            lps,
+            permuted,
+        ] {
+            let image = ImageVolume {
+                data: data.clone(),
+                dims,
+                ras_from_ijk: affine,
+            };
+            let label_map = LabelVolume {
+                data: labels.clone(),
+                dims,
+                ras_from_ijk: affine,
+            };
             for style in &styles {
                 for with_labels in [true, false] {
                     let content = SliceContent {
@@ -903,7 +1038,10 @@ mod tests {
                             let (fast, _) = renderer.render(&content, g, slice);
                             let slow = render_reference(&content, g, slice);
                             assert_eq!(fast.size, slow.size);
-                            assert!(fast.pixels == slow.pixels, "{axis:?} slice {slice} {style:?}");
+                            assert!(
+                                fast.pixels == slow.pixels,
+                                "{axis:?} slice {slice} {style:?}"
+                            );
                             checked += 1;
                         }
                     }
@@ -914,12 +1052,69 @@ mod tests {
     }
 
     #[test]
+    fn slabs_serve_every_slice_in_any_paging_order() {
+        let dims = [5, 4, 2 * SLAB + 7];
+        let a = Affine::from_spacing_origin([1.0, 1.0, 1.0], [0.0; 3]);
+        let image = vol(dims, a);
+        let labels = LabelVolume {
+            data: (0..image.data.len())
+                .map(|v| ((v * 13) % 5) as u16)
+                .collect(),
+            dims,
+            ras_from_ijk: a,
+        };
+        let other = LabelVolume {
+            data: labels.data.iter().map(|v| (v + 1) % 5).collect(),
+            ..labels.clone()
+        };
+        let table = LabelTable::btcv();
+        let overlay = OverlayStyle::default();
+        let content = SliceContent {
+            image: &image,
+            labels: Some(&labels),
+            table: &table,
+            window: WindowLevel::new(300.0, 700.0),
+            overlay: &overlay,
+            revision: 1,
+        };
+        let g = SliceGeometry::new(Axis::Axial, &a);
+        assert_eq!(g.fixed, 2);
+        let n = dims[2];
+        let order: Vec<usize> = (0..n)
+            .chain((0..n).rev())
+            .chain((0..n).map(|s| (s * 37) % n))
+            .collect();
+        let mut renderer = SliceRenderer::default();
+        for &s in &order {
+            let (fast, _) = renderer.render(&content, g, s);
+            assert!(
+                fast.pixels == render_reference(&content, g, s).pixels,
+                "slice {s}"
+            );
+            // Another label map on the same slice: the slab must not serve the old labels.
+            let swapped = SliceContent {
+                labels: Some(&other),
+                ..content
+            };
+            let (fast, _) = renderer.render(&swapped, g, s);
+            assert!(
+                fast.pixels == render_reference(&swapped, g, s).pixels,
+                "slice {s}, other labels"
+            );
+        }
+    }
+
+    #[test]
     fn blend_rows_match_the_float_formula_on_every_grey_value() {
         for t in [0.0f32, 0.25, 0.5, 0.8, 1.0] {
             let row = blend_row([250, 3, 128], t);
             for (g, c) in row.iter().enumerate() {
                 let f = |o: u8| (g as f32 * (1.0 - t) + o as f32 * t + 0.5) as u8;
-                assert_eq!(*c, Color32::from_rgb(f(250), f(3), f(128)), "t {t} grey {g}");
+                assert_eq!(
+                    *c,
+                    Color32::from_rgb(f(250), f(3), f(128)),
+                    "t {t} grey {g}"
+                );
             }
         }
         assert_eq!(blend_row([9, 9, 9], 1.0)[200], Color32::from_rgb(9, 9, 9));
@@ -937,9 +1132,15 @@ mod tests {
         let bars = letterbox(view, image);
         assert_eq!(bars.len(), 2);
         // Each bar reaches one point under the image.
-        assert!((area(&bars) - (100.0 * 200.0 - 100.0 * 97.0)).abs() < 1e-3, "{bars:?}");
+        assert!(
+            (area(&bars) - (100.0 * 200.0 - 100.0 * 97.0)).abs() < 1e-3,
+            "{bars:?}"
+        );
         assert!(letterbox(view, view.expand(30.0)).is_empty());
-        assert_eq!(letterbox(view, image.translate(Vec2::new(500.0, 0.0))), vec![view]);
+        assert_eq!(
+            letterbox(view, image.translate(Vec2::new(500.0, 0.0))),
+            vec![view]
+        );
         let pillar = Rect::from_min_max(Pos2::new(30.0, 20.0), Pos2::new(90.0, 220.0));
         assert_eq!(letterbox(view, pillar).len(), 2);
 
@@ -950,12 +1151,18 @@ mod tests {
             Rect::from_min_max(Pos2::new(52.0, 42.0), Pos2::new(100.0, 80.0)),
         ];
         let rest = uncovered(full, &holes);
-        assert!((area(&rest) + area(&holes) - full.area()).abs() < 1e-3, "{rest:?}");
+        assert!(
+            (area(&rest) + area(&holes) - full.area()).abs() < 1e-3,
+            "{rest:?}"
+        );
         for r in &rest {
             assert!(full.contains_rect(*r));
             for h in &holes {
                 let i = r.intersect(*h);
-                assert!(!(i.width() > 0.0 && i.height() > 0.0), "{r:?} overlaps {h:?}");
+                assert!(
+                    !(i.width() > 0.0 && i.height() > 0.0),
+                    "{r:?} overlaps {h:?}"
+                );
             }
         }
         assert_eq!(uncovered(full, &[]), vec![full]);
@@ -976,7 +1183,11 @@ mod tests {
     fn texture_is_rendered_again_only_when_what_it_shows_changes() {
         let a = Affine::from_spacing_origin([1.0; 3], [0.0; 3]);
         let image = vol([6, 5, 4], a);
-        let mut labels = LabelVolume { data: vec![0; 120], dims: [6, 5, 4], ras_from_ijk: a };
+        let mut labels = LabelVolume {
+            data: vec![0; 120],
+            dims: [6, 5, 4],
+            ras_from_ijk: a,
+        };
         labels.data[image.index(2, 2, 2)] = 6;
         let scene = Scene {
             view: SliceView::new(Axis::Axial, "t"),
@@ -1000,7 +1211,8 @@ mod tests {
                         overlay: &s.overlay,
                         revision: 7,
                     };
-                    s.view.ui(ui, &content, &mut s.cursor, &mut s.transform, &mut s.window);
+                    s.view
+                        .ui(ui, &content, &mut s.cursor, &mut s.transform, &mut s.window);
                 },
                 scene,
             );
