@@ -1144,8 +1144,14 @@ mod tests {
         // A full-height image: pillars left and right (and one-point strips along the image's top and bottom).
         let pillar = Rect::from_min_max(Pos2::new(30.0, 20.0), Pos2::new(90.0, 220.0));
         let bars = letterbox(view, pillar);
-        assert!(bars.iter().any(|b| b.min.x == 10.0 && b.max.x == 31.0 && b.height() == 200.0));
-        assert!(bars.iter().any(|b| b.min.x == 89.0 && b.max.x == 110.0 && b.height() == 200.0));
+        assert!(
+            bars.iter()
+                .any(|b| b.min.x == 10.0 && b.max.x == 31.0 && b.height() == 200.0)
+        );
+        assert!(
+            bars.iter()
+                .any(|b| b.min.x == 89.0 && b.max.x == 110.0 && b.height() == 200.0)
+        );
         assert!(bars.iter().all(|b| !pillar.contains_rect(*b)), "{bars:?}");
 
         let full = Rect::from_min_max(Pos2::ZERO, Pos2::new(100.0, 80.0));
