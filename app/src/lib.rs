@@ -110,12 +110,47 @@ struct ScreenshotState {
     result: Arc<Mutex<Option<Result<(), String>>>>,
 }
 
+/// Where the time of one `ui` call went, ms (shown by `--bench-frames`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FrameProfile {
+    /// Polling background jobs and dropped files.
+    pub jobs_ms: f64,
+    /// Menu bar, message banner and status bar.
+    pub bars_ms: f64,
+    /// The sidebar (image info, window presets and histogram, legend, segmentation controls).
+    pub sidebar_ms: f64,
+    /// The central area (slice views or compare panes), slice renders included.
+    pub central_ms: f64,
+    /// Reading slices with the window applied (all views that re-rendered this frame).
+    pub slice_gather_ms: f64,
+    /// Composing slice pixels with the label overlay.
+    pub slice_compose_ms: f64,
+    /// Handing slice images to egui (`TextureHandle::set`).
+    pub slice_upload_ms: f64,
+    /// Floating windows (metrics table, ...) and queued actions.
+    pub windows_ms: f64,
+    /// Wall time of the whole `ui` call.
+    pub total_ms: f64,
+    /// CPU time of the UI thread during the `ui` call (Linux; 0 elsewhere).
+    pub cpu_ms: f64,
+}
+
 struct BenchState {
     frames: usize,
     done: usize,
     ui_ms: Vec<f64>,
     frame_ms: Vec<f64>,
+    /// eframe's CPU time of the previous frame (ui + tessellation + paint submission, vsync excluded).
+    eframe_cpu_ms: Vec<f64>,
+    profiles: Vec<FrameProfile>,
     last: Option<Instant>,
+}
+
+/// CPU time of the calling thread in ms, from `/proc/thread-self/schedstat` (Linux); `None` elsewhere.
+pub fn thread_cpu_ms() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns * 1e-6)
 }
 
 /// The program.
@@ -148,10 +183,14 @@ pub struct StudioApp {
     pub hovered: Option<[usize; 3]>,
     /// Time spent in the last `ui` call, ms.
     pub frame_ms: f64,
+    /// Where the time of the last `ui` call went.
+    pub profile: FrameProfile,
     options: StartOptions,
     pending_segment: bool,
     screenshot: Option<ScreenshotState>,
     bench: Option<BenchState>,
+    /// eframe's CPU time of the previous frame (ms), when known.
+    eframe_cpu_ms: Option<f64>,
 }
 
 impl StudioApp {
@@ -177,6 +216,8 @@ impl StudioApp {
             done: 0,
             ui_ms: Vec::new(),
             frame_ms: Vec::new(),
+            eframe_cpu_ms: Vec::new(),
+            profiles: Vec::new(),
             last: None,
         });
         let mut app = Self {
@@ -209,9 +250,11 @@ impl StudioApp {
             windows: Windows::default(),
             hovered: None,
             frame_ms: 0.0,
+            profile: FrameProfile::default(),
             pending_segment: options.segment,
             screenshot,
             bench,
+            eframe_cpu_ms: None,
             options: options.clone(),
         };
         app.start_initial_load(ctx);
@@ -677,6 +720,7 @@ impl StudioApp {
     }
 
     fn bench_logic(&mut self, ctx: &egui::Context, ui_ms: f64) {
+        let eframe_cpu_ms = self.eframe_cpu_ms;
         let ready = !self.is_busy();
         let Some(b) = &mut self.bench else { return };
         if !ready {
@@ -688,6 +732,10 @@ impl StudioApp {
             b.frame_ms
                 .push(now.duration_since(last).as_secs_f64() * 1e3);
             b.ui_ms.push(ui_ms);
+            b.profiles.push(self.profile);
+            if let Some(c) = eframe_cpu_ms {
+                b.eframe_cpu_ms.push(c);
+            }
         }
         b.last = Some(now);
         if let Some(doc) = &self.doc {
@@ -711,6 +759,29 @@ impl StudioApp {
                 "bench: frame interval (incl. GPU/present): {}",
                 stats(&mut b.frame_ms)
             );
+            println!(
+                "bench: eframe CPU per frame (ui + tessellate + paint, vsync excluded): {}",
+                stats(&mut b.eframe_cpu_ms)
+            );
+            type Stage = (&'static str, fn(&FrameProfile) -> f64);
+            let stages: [Stage; 10] = [
+                ("ui thread CPU time", |p| p.cpu_ms),
+                ("ui wall time", |p| p.total_ms),
+                ("  jobs + dropped files", |p| p.jobs_ms),
+                ("  menu + status bars", |p| p.bars_ms),
+                ("  sidebar (incl. histogram, legend)", |p| p.sidebar_ms),
+                ("  central views (incl. slices)", |p| p.central_ms),
+                ("    slice gather + window", |p| p.slice_gather_ms),
+                ("    slice compose + overlay", |p| p.slice_compose_ms),
+                ("    slice upload (TextureHandle::set)", |p| {
+                    p.slice_upload_ms
+                }),
+                ("  windows + actions", |p| p.windows_ms),
+            ];
+            for (name, get) in stages {
+                let mut v: Vec<f64> = b.profiles.iter().map(get).collect();
+                println!("bench: stage {name}: {}", stats(&mut v));
+            }
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             self.bench = None;
         }
@@ -719,20 +790,40 @@ impl StudioApp {
     /// The whole UI of one frame.
     pub fn ui_frame(&mut self, ui: &mut egui::Ui) {
         let started = Instant::now();
+        let cpu_start = if self.bench.is_some() {
+            thread_cpu_ms()
+        } else {
+            None
+        };
+        let mut profile = FrameProfile::default();
+        let mut lap = Instant::now();
+        let mut split = || {
+            let now = Instant::now();
+            let ms = now.duration_since(lap).as_secs_f64() * 1e3;
+            lap = now;
+            ms
+        };
         let ctx = ui.ctx().clone();
         self.poll_jobs();
         self.handle_dropped_files(&ctx);
+        profile.jobs_ms = split();
 
         egui::Panel::top("menu_bar").show(ui, |ui| menu::menu_bar_ui(ui, self));
         if !self.messages.is_empty() {
             egui::Panel::top("messages").show(ui, |ui| panels::windows::messages_ui(ui, self));
         }
         egui::Panel::bottom("status_bar").show(ui, |ui| panels::status::status_ui(ui, self));
+        profile.bars_ms = split();
         egui::Panel::left("sidebar")
             .default_size(290.0)
             .resizable(true)
             .show(ui, |ui| panels::sidebar::sidebar_ui(ui, self));
-        egui::CentralPanel::default().frame(egui::Frame::NONE.fill(egui::Color32::from_gray(12))).show(ui, |ui| {
+        profile.sidebar_ms = split();
+        egui::CentralPanel::default().frame(egui::Frame::NONE).show(ui, |ui| {
+            // The background is painted (under everything) once the views are laid out, and only where they
+            // leave gaps: software rasterisers pay for every pixel, and the views cover most of this area.
+            let full = ui.max_rect();
+            let background = ui.painter().add(egui::Shape::Noop);
             let hovered = match &self.doc {
                 None => {
                     ui.centered_and_justified(|ui| {
@@ -750,7 +841,28 @@ impl StudioApp {
                 },
             };
             self.hovered = hovered;
+            let drawn: &[SliceView] = match (&self.doc, self.view.layout) {
+                (None, _) => &[],
+                (Some(_), Layout::ThreeViews) => &self.views,
+                (Some(_), Layout::Compare) => &self.compare_views,
+            };
+            // Views paint their whole rectangle; the background reaches one point under their edges.
+            let holes: Vec<egui::Rect> = drawn.iter().filter_map(|v| v.last_rect).map(|r| r.shrink(1.0)).collect();
+            let fill = egui::Color32::from_gray(12);
+            let shapes = logonet_viewer::slice_view::uncovered(full, &holes)
+                .into_iter()
+                .map(|r| egui::Shape::rect_filled(r, 0.0, fill))
+                .collect();
+            ui.painter().set(background, egui::Shape::Vec(shapes));
         });
+        profile.central_ms = split();
+        for sv in self.views.iter().chain(&self.compare_views) {
+            if let Some(t) = sv.last_render {
+                profile.slice_gather_ms += t.gather_ms;
+                profile.slice_compose_ms += t.compose_ms;
+                profile.slice_upload_ms += t.upload_ms;
+            }
+        }
         panels::windows::windows_ui(&ctx, self);
         if ctx.input(|i| !i.raw.hovered_files.is_empty()) {
             let painter = ctx.layer_painter(egui::LayerId::new(
@@ -779,15 +891,22 @@ impl StudioApp {
                 self.pending_segment = false;
             }
         }
+        profile.windows_ms = split();
         let ui_ms = started.elapsed().as_secs_f64() * 1e3;
+        profile.total_ms = ui_ms;
+        if let (Some(a), Some(b)) = (cpu_start, thread_cpu_ms()) {
+            profile.cpu_ms = b - a;
+        }
         self.frame_ms = ui_ms;
+        self.profile = profile;
         self.screenshot_logic(&ctx);
         self.bench_logic(&ctx, ui_ms);
     }
 }
 
 impl eframe::App for StudioApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.eframe_cpu_ms = frame.info().cpu_usage.map(|s| s as f64 * 1e3);
         self.ui_frame(ui);
     }
 }

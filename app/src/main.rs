@@ -93,6 +93,9 @@ fn main() -> anyhow::Result<()> {
             .with_title("LoGoNet Studio")
             .with_drag_and_drop(true),
         wgpu_options,
+        // The UI has no gradients to dither, and under software rendering (lavapipe) every instruction of the
+        // fragment shader is paid on each pixel of every frame.
+        dithering: false,
         ..Default::default()
     };
     eframe::run_native(

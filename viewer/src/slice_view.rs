@@ -227,7 +227,8 @@ struct RenderKey {
     slice: usize,
     window: (u32, u32),
     overlay: OverlayStyle,
-    has_labels: bool,
+    /// Which label map (by address: switching ground truth / prediction / difference changes no revision).
+    labels: Option<usize>,
 }
 
 /// One slice view: its axis and its texture (created on first draw, then updated in place).
@@ -238,8 +239,13 @@ pub struct SliceView {
     pub id: String,
     texture: Option<TextureHandle>,
     key: Option<RenderKey>,
+    renderer: SliceRenderer,
     /// Number of texture uploads so far (for tests and frame-time benchmarks).
     pub uploads: u64,
+    /// Stage times of the render done by the last `ui` call (None when the texture was up to date).
+    pub last_render: Option<RenderTimes>,
+    /// The screen rectangle the last `ui` call covered completely (None when it drew nothing opaque).
+    pub last_rect: Option<Rect>,
 }
 
 impl SliceView {
@@ -250,7 +256,10 @@ impl SliceView {
             id: id.into(),
             texture: None,
             key: None,
+            renderer: SliceRenderer::default(),
             uploads: 0,
+            last_render: None,
+            last_rect: None,
         }
     }
 
@@ -265,6 +274,8 @@ impl SliceView {
         window: &mut WindowLevel,
     ) -> SliceViewResponse {
         let mut out = SliceViewResponse::default();
+        self.last_render = None;
+        self.last_rect = None;
         let dims = content.image.dims;
         if dims.contains(&0) {
             ui.label("empty volume");
@@ -279,7 +290,7 @@ impl SliceView {
 
         let (rect, response) = ui.allocate_exact_size(ui.available_size(), Sense::click_and_drag());
         let painter = ui.painter_at(rect);
-        painter.rect_filled(rect, 0.0, Color32::BLACK);
+        self.last_rect = Some(rect);
 
         // Physical size of the slice in mm gives the aspect ratio.
         let spacing = content.image.spacing_mm();
@@ -357,6 +368,11 @@ impl SliceView {
         }
 
         // --- drawing ---
+        // Black only where the (opaque) slice does not cover the view: software rasterisers pay for every
+        // pixel drawn, so the view is not filled twice.
+        for bar in letterbox(rect, img_rect) {
+            painter.rect_filled(bar, 0.0, Color32::BLACK);
+        }
         if let Some(tex) = &self.texture {
             let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
             painter.image(tex.id(), img_rect, uv, Color32::WHITE);
@@ -447,12 +463,13 @@ impl SliceView {
                 content.window.width.to_bits(),
             ),
             overlay: content.overlay.clone(),
-            has_labels: content.labels.is_some(),
+            labels: content.labels.map(|l| l.data.as_ptr() as usize),
         };
         if self.texture.is_some() && self.key.as_ref() == Some(&key) {
             return;
         }
-        let image = render_slice(content, geometry, slice);
+        let (image, mut times) = self.renderer.render(content, geometry, slice);
+        let started = std::time::Instant::now();
         match &mut self.texture {
             Some(tex) => tex.set(image, TextureOptions::NEAREST),
             None => {
@@ -463,9 +480,73 @@ impl SliceView {
                 ))
             }
         }
+        times.upload_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.last_render = Some(times);
         self.uploads += 1;
         self.key = Some(key);
     }
+}
+
+/// The parts of `view` not covered by `image` (at most four bars). Each bar reaches one point under the
+/// image, which is drawn over it, so anti-aliased edges look as if the whole view had been filled first.
+pub fn letterbox(view: Rect, image: Rect) -> Vec<Rect> {
+    let img = image.intersect(view);
+    if !(img.width() > 0.0 && img.height() > 0.0) {
+        return vec![view];
+    }
+    let (x0, x1) = (
+        (img.min.x + 1.0).min(img.max.x),
+        (img.max.x - 1.0).max(img.min.x),
+    );
+    let (y0, y1) = (
+        (img.min.y + 1.0).min(img.max.y),
+        (img.max.y - 1.0).max(img.min.y),
+    );
+    [
+        Rect::from_min_max(view.min, Pos2::new(view.max.x, y0)),
+        Rect::from_min_max(Pos2::new(view.min.x, y1), view.max),
+        Rect::from_min_max(Pos2::new(view.min.x, img.min.y), Pos2::new(x0, img.max.y)),
+        Rect::from_min_max(Pos2::new(x1, img.min.y), Pos2::new(view.max.x, img.max.y)),
+    ]
+    .into_iter()
+    .filter(|r| {
+        r.min.x < img.min.x || r.max.x > img.max.x || r.min.y < img.min.y || r.max.y > img.max.y
+    })
+    .filter(|r| r.width() > 0.0 && r.height() > 0.0)
+    .collect()
+}
+
+/// `full` minus the `holes` (which must not overlap), as disjoint rectangles in horizontal bands.
+pub fn uncovered(full: Rect, holes: &[Rect]) -> Vec<Rect> {
+    let holes: Vec<Rect> = holes
+        .iter()
+        .map(|h| h.intersect(full))
+        .filter(|h| h.width() > 0.0 && h.height() > 0.0)
+        .collect();
+    let mut ys: Vec<f32> = vec![full.min.y, full.max.y];
+    for h in &holes {
+        ys.extend([h.min.y, h.max.y]);
+    }
+    ys.sort_by(f32::total_cmp);
+    ys.dedup();
+    let mut out = Vec::new();
+    for band in ys.windows(2) {
+        let (y0, y1) = (band[0], band[1]);
+        let mut spans: Vec<(f32, f32)> = holes
+            .iter()
+            .filter(|h| h.min.y <= y0 && h.max.y >= y1)
+            .map(|h| (h.min.x, h.max.x))
+            .collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut x = full.min.x;
+        for (a, b) in spans.into_iter().chain([(full.max.x, full.max.x)]) {
+            if a > x {
+                out.push(Rect::from_min_max(Pos2::new(x, y0), Pos2::new(a, y1)));
+            }
+            x = x.max(b);
+        }
+    }
+    out
 }
 
 /// A colour per label value (index = value), alpha 0 for hidden labels and background.
@@ -483,75 +564,242 @@ pub fn label_lut(table: &LabelTable, max_value: u16, hidden: &BTreeSet<u16>) -> 
 }
 
 /// Renders slice `slice` of `content` (window/level, then the label overlay) into an RGBA image whose pixel
-/// (x, y) is `geometry.voxel(dims, slice, x, y)`.
+/// (x, y) is `geometry.voxel(dims, slice, x, y)`. Allocates its working buffers; views keep a
+/// [`SliceRenderer`] instead.
 pub fn render_slice(
     content: &SliceContent<'_>,
     geometry: SliceGeometry,
     slice: usize,
 ) -> ColorImage {
-    let dims = content.image.dims;
-    let [w, h] = geometry.size(dims);
-    let strides = [dims[1] * dims[2], dims[2], 1];
-    let base = slice.min(dims[geometry.fixed].saturating_sub(1)) * strides[geometry.fixed];
-    // Flat voxel index of texture pixel (x, y).
-    let index = |x: usize, y: usize| {
-        let vx = if geometry.flip_h { w - 1 - x } else { x };
-        let vy = if geometry.flip_v { h - 1 - y } else { y };
-        base + vx * strides[geometry.h] + vy * strides[geometry.v]
-    };
-    let window = content.window;
-    let data = &content.image.data;
-    let mut pixels = Vec::with_capacity(w * h);
-    for y in 0..h {
-        for x in 0..w {
-            let g = window.grey(data[index(x, y)]);
-            pixels.push(Color32::from_gray(g));
+    SliceRenderer::default().render(content, geometry, slice).0
+}
+
+/// Time spent in the stages of one slice render, ms (for `--bench-frames` profiles).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RenderTimes {
+    /// Reading the slice's voxels and labels (window/level applied while reading).
+    pub gather_ms: f64,
+    /// Composing the RGBA pixels (label overlay through the blend table).
+    pub compose_ms: f64,
+    /// Handing the image to egui (`TextureHandle::set`; the GPU copy happens when the frame is painted).
+    pub upload_ms: f64,
+}
+
+/// The blended colour of one label over every grey value, as the float formula
+/// `under * (1 - t) + over * t + 0.5` (truncated) gives it.
+pub fn blend_row(color: [u8; 3], t: f32) -> [Color32; 256] {
+    let blend = |under: u8, over: u8| (under as f32 * (1.0 - t) + over as f32 * t + 0.5) as u8;
+    std::array::from_fn(|g| {
+        let g = g as u8;
+        Color32::from_rgb(blend(g, color[0]), blend(g, color[1]), blend(g, color[2]))
+    })
+}
+
+/// Reusable buffers that render slices without per-voxel float blending and without reallocating per frame:
+/// voxels are read in memory order (the in-plane axis with the smaller stride innermost), the window is
+/// applied while reading, and labels are blended through a 256-entry table per visible label.
+///
+/// When the slice axis is the contiguous one (axial slices of a volume stored with k fastest), every voxel of
+/// a slice lies on its own cache line, and so do the next 15 slices' voxels: the renderer then copies a slab of
+/// [`SLAB`] consecutive slices at once (the same memory traffic as one slice) and serves the following slices
+/// from it, so paging reads the volume once per [`SLAB`] slices.
+#[derive(Default)]
+pub struct SliceRenderer {
+    grey: Vec<u8>,
+    labels: Vec<u16>,
+    slab: Option<Slab>,
+    /// Per label value: 0 = not looked up yet, `HIDDEN` = not drawn, otherwise 1 + row in `rows`.
+    slot: Vec<u32>,
+    rows: Vec<[Color32; 256]>,
+}
+
+const HIDDEN: u32 = u32::MAX;
+
+/// Slices per slab (32 u16 labels or two lines of 16 f32 intensities per voxel column).
+pub const SLAB: usize = 32;
+
+/// Identity of the data a slab was copied from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SlabKey {
+    image: usize,
+    labels: Option<usize>,
+    revision: u64,
+    dims: [usize; 3],
+    first: usize,
+}
+
+/// Slices `first..first + len` of the image (and labels), plane by plane, each plane in memory order of the
+/// in-plane voxels.
+struct Slab {
+    key: SlabKey,
+    len: usize,
+    image: Vec<f32>,
+    labels: Vec<u16>,
+}
+
+impl SliceRenderer {
+    /// Renders like [`render_slice`], reusing this renderer's buffers; also returns the stage times.
+    pub fn render(
+        &mut self,
+        content: &SliceContent<'_>,
+        geometry: SliceGeometry,
+        slice: usize,
+    ) -> (ColorImage, RenderTimes) {
+        let mut times = RenderTimes::default();
+        let started = std::time::Instant::now();
+        let dims = content.image.dims;
+        let [w, h] = geometry.size(dims);
+        let n = w * h;
+        let strides = [dims[1] * dims[2], dims[2], 1];
+        let base = slice.min(dims[geometry.fixed].saturating_sub(1)) * strides[geometry.fixed];
+        let (sh, sv) = (strides[geometry.h], strides[geometry.v]);
+        let labels = content.labels.filter(|l| l.dims == dims);
+        let window = content.window;
+        let data = &content.image.data;
+        self.grey.clear();
+        self.grey.resize(n, 0);
+        self.labels.clear();
+        if labels.is_some() {
+            self.labels.resize(n, 0);
         }
-    }
-    if let Some(labels) = content.labels.filter(|l| l.dims == dims) {
-        let mut slice_labels = Vec::with_capacity(w * h);
-        for y in 0..h {
-            for x in 0..w {
-                slice_labels.push(labels.data[index(x, y)]);
-            }
-        }
-        let max = slice_labels.iter().copied().max().unwrap_or(0);
-        let lut = label_lut(content.table, max, &content.overlay.hidden);
-        let alpha = content.overlay.opacity.clamp(0.0, 1.0);
-        let outline = content.overlay.outline;
-        for y in 0..h {
-            for x in 0..w {
-                let v = slice_labels[y * w + x];
-                if v == 0 {
-                    continue;
+        // Memory order: the inner loop runs along the in-plane voxel axis with the smaller stride, so an axial
+        // slice of an (i, j, k) volume reads rows of j rather than jumping a whole j-k plane per pixel.
+        let (outer, inner, s_outer, s_inner, v_inner) = if sv <= sh {
+            (w, h, sh, sv, true)
+        } else {
+            (h, w, sv, sh, false)
+        };
+        let (flip_outer, flip_inner) = if v_inner {
+            (geometry.flip_h, geometry.flip_v)
+        } else {
+            (geometry.flip_v, geometry.flip_h)
+        };
+        let slice = slice.min(dims[geometry.fixed].saturating_sub(1));
+        let slab_plane = if strides[geometry.fixed] == 1 && dims[geometry.fixed] > 1 {
+            let first = slice - slice % SLAB;
+            let key = SlabKey {
+                image: data.as_ptr() as usize,
+                labels: labels.map(|l| l.data.as_ptr() as usize),
+                revision: content.revision,
+                dims,
+                first,
+            };
+            if self.slab.as_ref().map(|s| s.key) != Some(key) {
+                let len = SLAB.min(dims[geometry.fixed] - first);
+                let mut slab = self.slab.take().unwrap_or(Slab {
+                    key,
+                    len,
+                    image: Vec::new(),
+                    labels: Vec::new(),
+                });
+                slab.key = key;
+                slab.len = len;
+                slab.image.clear();
+                slab.image.resize(len * n, 0.0);
+                slab.labels.clear();
+                if labels.is_some() {
+                    slab.labels.resize(len * n, 0);
                 }
-                let [r, g, b, a] = lut[v as usize];
-                if a == 0 {
-                    continue;
-                }
-                if outline {
-                    let differs = |xx: usize, yy: usize| slice_labels[yy * w + xx] != v;
-                    let edge = x == 0
-                        || y == 0
-                        || x + 1 == w
-                        || y + 1 == h
-                        || differs(x - 1, y)
-                        || differs(x + 1, y)
-                        || differs(x, y - 1)
-                        || differs(x, y + 1);
-                    if !edge {
-                        continue;
+                let start = first * strides[geometry.fixed];
+                for vo in 0..outer {
+                    for vi in 0..inner {
+                        let p = vo * inner + vi;
+                        let src = start + vo * s_outer + vi * s_inner;
+                        for (k, &v) in data[src..src + len].iter().enumerate() {
+                            slab.image[k * n + p] = v;
+                        }
+                        if let Some(l) = labels {
+                            for (k, &v) in l.data[src..src + len].iter().enumerate() {
+                                slab.labels[k * n + p] = v;
+                            }
+                        }
                     }
                 }
-                let t = if outline { alpha.max(0.8) } else { alpha };
-                let p = &mut pixels[y * w + x];
-                let blend =
-                    |under: u8, over: u8| (under as f32 * (1.0 - t) + over as f32 * t + 0.5) as u8;
-                *p = Color32::from_rgb(blend(p.r(), r), blend(p.g(), g), blend(p.b(), b));
+                self.slab = Some(slab);
+            }
+            self.slab.as_ref().map(|s| (s, slice - first))
+        } else {
+            None
+        };
+        let (grey, label_buf) = (&mut self.grey, &mut self.labels);
+        for vo in 0..outer {
+            let row = base + vo * s_outer;
+            let o = if flip_outer { outer - 1 - vo } else { vo };
+            for vi in 0..inner {
+                let i = if flip_inner { inner - 1 - vi } else { vi };
+                // Texture pixel (x, y) as y * w + x.
+                let dst = if v_inner { i * w + o } else { o * w + i };
+                match slab_plane {
+                    Some((slab, k)) => {
+                        let src = k * n + vo * inner + vi;
+                        grey[dst] = window.grey(slab.image[src]);
+                        if labels.is_some() {
+                            label_buf[dst] = slab.labels[src];
+                        }
+                    }
+                    None => {
+                        let src = row + vi * s_inner;
+                        grey[dst] = window.grey(data[src]);
+                        if let Some(l) = labels {
+                            label_buf[dst] = l.data[src];
+                        }
+                    }
+                }
             }
         }
+        times.gather_ms = started.elapsed().as_secs_f64() * 1e3;
+
+        let started = std::time::Instant::now();
+        let mut pixels = Vec::with_capacity(n);
+        match labels {
+            None => pixels.extend(self.grey.iter().map(|&g| Color32::from_gray(g))),
+            Some(_) => {
+                let max = self.labels.iter().copied().max().unwrap_or(0) as usize;
+                self.slot.clear();
+                self.slot.resize(max + 1, 0);
+                self.rows.clear();
+                let alpha = content.overlay.opacity.clamp(0.0, 1.0);
+                let outline = content.overlay.outline;
+                let t = if outline { alpha.max(0.8) } else { alpha };
+                let (grey, lab) = (&self.grey, &self.labels);
+                for y in 0..h {
+                    for x in 0..w {
+                        let at = y * w + x;
+                        let g = grey[at];
+                        let v = lab[at];
+                        let mut color = Color32::from_gray(g);
+                        if v != 0 {
+                            let mut slot = self.slot[v as usize];
+                            if slot == 0 {
+                                slot = if content.overlay.hidden.contains(&v) {
+                                    HIDDEN
+                                } else {
+                                    self.rows.push(blend_row(content.table.color(v), t));
+                                    self.rows.len() as u32
+                                };
+                                self.slot[v as usize] = slot;
+                            }
+                            let edge = !outline
+                                || x == 0
+                                || y == 0
+                                || x + 1 == w
+                                || y + 1 == h
+                                || lab[at - 1] != v
+                                || lab[at + 1] != v
+                                || lab[at - w] != v
+                                || lab[at + w] != v;
+                            if slot != HIDDEN && edge {
+                                color = self.rows[slot as usize - 1][g as usize];
+                            }
+                        }
+                        pixels.push(color);
+                    }
+                }
+            }
+        }
+        times.compose_ms = started.elapsed().as_secs_f64() * 1e3;
+        (ColorImage::new([w, h], pixels), times)
     }
-    ColorImage::new([w, h], pixels)
 }
 
 #[cfg(test)]
@@ -654,5 +902,356 @@ mod tests {
             img.pixels[y * 4 + x],
             Color32::from_gray(WindowLevel::new(11.5, 23.0).grey(image.data[image.index(1, 1, 1)]))
         );
+    }
+
+    /// The renderer before the table-driven one: per-pixel gather in texture order, float blending.
+    fn render_reference(
+        content: &SliceContent<'_>,
+        geometry: SliceGeometry,
+        slice: usize,
+    ) -> ColorImage {
+        let dims = content.image.dims;
+        let [w, h] = geometry.size(dims);
+        let pixels = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                let ijk = geometry.voxel(dims, slice, x, y);
+                let g = content
+                    .window
+                    .grey(content.image.data[content.image.index(ijk[0], ijk[1], ijk[2])]);
+                let mut c = Color32::from_gray(g);
+                if let Some(l) = content.labels {
+                    let at = |x: usize, y: usize| {
+                        let v = geometry.voxel(dims, slice, x, y);
+                        l.data[l.index(v[0], v[1], v[2])]
+                    };
+                    let v = at(x, y);
+                    let visible = v != 0 && !content.overlay.hidden.contains(&v);
+                    let outline = content.overlay.outline;
+                    let edge = !outline
+                        || x == 0
+                        || y == 0
+                        || x + 1 == w
+                        || y + 1 == h
+                        || at(x - 1, y) != v
+                        || at(x + 1, y) != v
+                        || at(x, y - 1) != v
+                        || at(x, y + 1) != v;
+                    if visible && edge {
+                        let alpha = content.overlay.opacity.clamp(0.0, 1.0);
+                        let t = if outline { alpha.max(0.8) } else { alpha };
+                        let [r, gg, b] = content.table.color(v);
+                        let blend =
+                            |u: u8, o: u8| (u as f32 * (1.0 - t) + o as f32 * t + 0.5) as u8;
+                        c = Color32::from_rgb(blend(g, r), blend(g, gg), blend(g, b));
+                    }
+                }
+                c
+            })
+            .collect();
+        ColorImage::new([w, h], pixels)
+    }
+
+    #[test]
+    fn table_renderer_equals_the_per_pixel_formula() {
+        let dims = [9, 7, 6];
+        let n = dims[0] * dims[1] * dims[2];
+        // Intensities over and beyond the window, with NaN; labels in blobs (for outlines) up to 9 and 300.
+        let data: Vec<f32> = (0..n)
+            .map(|v| {
+                if v % 37 == 5 {
+                    f32::NAN
+                } else {
+                    ((v * 7919) % 611) as f32 - 250.0
+                }
+            })
+            .collect();
+        let labels: Vec<u16> = (0..n)
+            .map(|v| match (v / 3) % 11 {
+                0..=3 => 0,
+                10 => 300,
+                k => k as u16 - 3,
+            })
+            .collect();
+        let mut lps = Affine::from_spacing_origin([0.8, 0.8, 2.0], [0.0; 3]);
+        lps.0[0][0] = -0.8;
+        lps.0[1][1] = -0.8;
+        // Permuted storage: i runs superior, j right, k anterior.
+        let mut permuted = Affine::from_spacing_origin([1.0; 3], [0.0; 3]);
+        permuted.0 = [
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let table = LabelTable::btcv();
+        let styles = [
+            OverlayStyle {
+                opacity: 0.37,
+                ..Default::default()
+            },
+            OverlayStyle {
+                opacity: 0.3,
+                outline: true,
+                ..Default::default()
+            },
+            OverlayStyle {
+                opacity: 1.0,
+                hidden: [2, 300].into_iter().collect(),
+                ..Default::default()
+            },
+            OverlayStyle {
+                opacity: 0.0,
+                ..Default::default()
+            },
+        ];
+        let mut renderer = SliceRenderer::default();
+        let mut checked = 0;
+        for affine in [
+            Affine::from_spacing_origin([1.0, 1.0, 2.5], [0.0; 3]),
+            lps,
+            permuted,
+        ] {
+            let image = ImageVolume {
+                data: data.clone(),
+                dims,
+                ras_from_ijk: affine,
+            };
+            let label_map = LabelVolume {
+                data: labels.clone(),
+                dims,
+                ras_from_ijk: affine,
+            };
+            for style in &styles {
+                for with_labels in [true, false] {
+                    let content = SliceContent {
+                        image: &image,
+                        labels: with_labels.then_some(&label_map),
+                        table: &table,
+                        window: WindowLevel::new(13.0, 301.0),
+                        overlay: style,
+                        revision: 0,
+                    };
+                    for axis in Axis::ALL {
+                        let g = SliceGeometry::new(axis, &affine);
+                        for slice in 0..dims[g.fixed] {
+                            let (fast, _) = renderer.render(&content, g, slice);
+                            let slow = render_reference(&content, g, slice);
+                            assert_eq!(fast.size, slow.size);
+                            assert!(
+                                fast.pixels == slow.pixels,
+                                "{axis:?} slice {slice} {style:?}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 4 * 2 * (6 + 7 + 9));
+    }
+
+    #[test]
+    fn slabs_serve_every_slice_in_any_paging_order() {
+        let dims = [5, 4, 2 * SLAB + 7];
+        let a = Affine::from_spacing_origin([1.0, 1.0, 1.0], [0.0; 3]);
+        let image = vol(dims, a);
+        let labels = LabelVolume {
+            data: (0..image.data.len())
+                .map(|v| ((v * 13) % 5) as u16)
+                .collect(),
+            dims,
+            ras_from_ijk: a,
+        };
+        let other = LabelVolume {
+            data: labels.data.iter().map(|v| (v + 1) % 5).collect(),
+            ..labels.clone()
+        };
+        let table = LabelTable::btcv();
+        let overlay = OverlayStyle::default();
+        let content = SliceContent {
+            image: &image,
+            labels: Some(&labels),
+            table: &table,
+            window: WindowLevel::new(300.0, 700.0),
+            overlay: &overlay,
+            revision: 1,
+        };
+        let g = SliceGeometry::new(Axis::Axial, &a);
+        assert_eq!(g.fixed, 2);
+        let n = dims[2];
+        let order: Vec<usize> = (0..n)
+            .chain((0..n).rev())
+            .chain((0..n).map(|s| (s * 37) % n))
+            .collect();
+        let mut renderer = SliceRenderer::default();
+        for &s in &order {
+            let (fast, _) = renderer.render(&content, g, s);
+            assert!(
+                fast.pixels == render_reference(&content, g, s).pixels,
+                "slice {s}"
+            );
+            // Another label map on the same slice: the slab must not serve the old labels.
+            let swapped = SliceContent {
+                labels: Some(&other),
+                ..content
+            };
+            let (fast, _) = renderer.render(&swapped, g, s);
+            assert!(
+                fast.pixels == render_reference(&swapped, g, s).pixels,
+                "slice {s}, other labels"
+            );
+        }
+    }
+
+    #[test]
+    fn blend_rows_match_the_float_formula_on_every_grey_value() {
+        for t in [0.0f32, 0.25, 0.5, 0.8, 1.0] {
+            let row = blend_row([250, 3, 128], t);
+            for (g, c) in row.iter().enumerate() {
+                let f = |o: u8| (g as f32 * (1.0 - t) + o as f32 * t + 0.5) as u8;
+                assert_eq!(
+                    *c,
+                    Color32::from_rgb(f(250), f(3), f(128)),
+                    "t {t} grey {g}"
+                );
+            }
+        }
+        assert_eq!(blend_row([9, 9, 9], 1.0)[200], Color32::from_rgb(9, 9, 9));
+        assert_eq!(blend_row([9, 9, 9], 0.0)[200], Color32::from_gray(200));
+    }
+
+    fn area(rects: &[Rect]) -> f32 {
+        rects.iter().map(|r| r.area()).sum()
+    }
+
+    #[test]
+    fn letterbox_and_uncovered_leave_no_gap_and_cover_no_hole() {
+        let view = Rect::from_min_max(Pos2::new(10.0, 20.0), Pos2::new(110.0, 220.0));
+        let image = Rect::from_min_max(Pos2::new(10.0, 70.5), Pos2::new(110.0, 169.5));
+        let bars = letterbox(view, image);
+        assert_eq!(bars.len(), 2);
+        // Each bar reaches one point under the image.
+        assert!(
+            (area(&bars) - (100.0 * 200.0 - 100.0 * 97.0)).abs() < 1e-3,
+            "{bars:?}"
+        );
+        assert!(letterbox(view, view.expand(30.0)).is_empty());
+        assert_eq!(
+            letterbox(view, image.translate(Vec2::new(500.0, 0.0))),
+            vec![view]
+        );
+        // A full-height image: pillars left and right (and one-point strips along the image's top and bottom).
+        let pillar = Rect::from_min_max(Pos2::new(30.0, 20.0), Pos2::new(90.0, 220.0));
+        let bars = letterbox(view, pillar);
+        assert!(
+            bars.iter()
+                .any(|b| b.min.x == 10.0 && b.max.x == 31.0 && b.height() == 200.0)
+        );
+        assert!(
+            bars.iter()
+                .any(|b| b.min.x == 89.0 && b.max.x == 110.0 && b.height() == 200.0)
+        );
+        assert!(bars.iter().all(|b| !pillar.contains_rect(*b)), "{bars:?}");
+
+        let full = Rect::from_min_max(Pos2::ZERO, Pos2::new(100.0, 80.0));
+        let holes = [
+            Rect::from_min_max(Pos2::new(0.0, 10.0), Pos2::new(48.0, 80.0)),
+            Rect::from_min_max(Pos2::new(52.0, 10.0), Pos2::new(100.0, 38.0)),
+            Rect::from_min_max(Pos2::new(52.0, 42.0), Pos2::new(100.0, 80.0)),
+        ];
+        let rest = uncovered(full, &holes);
+        assert!(
+            (area(&rest) + area(&holes) - full.area()).abs() < 1e-3,
+            "{rest:?}"
+        );
+        for r in &rest {
+            assert!(full.contains_rect(*r));
+            for h in &holes {
+                let i = r.intersect(*h);
+                assert!(
+                    !(i.width() > 0.0 && i.height() > 0.0),
+                    "{r:?} overlaps {h:?}"
+                );
+            }
+        }
+        assert_eq!(uncovered(full, &[]), vec![full]);
+    }
+
+    struct Scene {
+        view: SliceView,
+        image: ImageVolume,
+        labels: LabelVolume,
+        table: LabelTable,
+        overlay: OverlayStyle,
+        window: WindowLevel,
+        cursor: [usize; 3],
+        transform: ViewTransform,
+    }
+
+    #[test]
+    fn texture_is_rendered_again_only_when_what_it_shows_changes() {
+        let a = Affine::from_spacing_origin([1.0; 3], [0.0; 3]);
+        let image = vol([6, 5, 4], a);
+        let mut labels = LabelVolume {
+            data: vec![0; 120],
+            dims: [6, 5, 4],
+            ras_from_ijk: a,
+        };
+        labels.data[image.index(2, 2, 2)] = 6;
+        let scene = Scene {
+            view: SliceView::new(Axis::Axial, "t"),
+            image,
+            labels,
+            table: LabelTable::btcv(),
+            overlay: OverlayStyle::default(),
+            window: WindowLevel::new(40.0, 400.0),
+            cursor: [2, 2, 2],
+            transform: ViewTransform::default(),
+        };
+        let mut h = egui_kittest::Harness::builder()
+            .with_size([300.0, 300.0])
+            .build_ui_state(
+                |ui, s: &mut Scene| {
+                    let content = SliceContent {
+                        image: &s.image,
+                        labels: Some(&s.labels),
+                        table: &s.table,
+                        window: s.window,
+                        overlay: &s.overlay,
+                        revision: 7,
+                    };
+                    s.view
+                        .ui(ui, &content, &mut s.cursor, &mut s.transform, &mut s.window);
+                },
+                scene,
+            );
+        h.run_steps(3);
+        assert_eq!(h.state().view.uploads, 1);
+        assert!(h.state().view.last_rect.is_some());
+        let mut expect = 1;
+        let changes: [fn(&mut Scene); 5] = [
+            |s| s.overlay.opacity = 0.9,
+            |s| s.overlay.outline = true,
+            |s| {
+                s.overlay.hidden.insert(6);
+            },
+            |s| s.window.width = 100.0,
+            |s| s.cursor[2] = 1,
+        ];
+        for change in changes {
+            change(h.state_mut());
+            h.run_steps(2);
+            expect += 1;
+            assert_eq!(h.state().view.uploads, expect);
+            // Nothing changed: no new render.
+            h.run_steps(2);
+            assert_eq!(h.state().view.uploads, expect);
+            assert_eq!(h.state().view.last_render, None);
+        }
+        // Moving the crosshair within the slice does not re-render the axial texture.
+        h.state_mut().cursor[0] = 4;
+        h.run_steps(2);
+        assert_eq!(h.state().view.uploads, expect);
     }
 }
