@@ -5,7 +5,7 @@
 //! position block, channel counts that are not multiples of 16, several samples).
 
 use candle_core::{DType, Device, Tensor};
-use logonet::ops::{self, ConvAct, ConvKernel, Conv3dParams, reference};
+use logonet::ops::{self, Conv3dParams, ConvAct, ConvKernel, reference};
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn rand_vec(n: usize, seed: u64) -> Vec<f64> {
@@ -26,7 +26,10 @@ fn rand_vec(n: usize, seed: u64) -> Vec<f64> {
 fn act_f64(v: Vec<f64>, act: ConvAct) -> Vec<f64> {
     match act {
         ConvAct::None => v,
-        ConvAct::LeakyRelu(s) => v.into_iter().map(|x| if x < 0.0 { x * s } else { x }).collect(),
+        ConvAct::LeakyRelu(s) => v
+            .into_iter()
+            .map(|x| if x < 0.0 { x * s } else { x })
+            .collect(),
         ConvAct::Gelu => {
             let n = v.len();
             Tensor::from_vec(v, n, &Device::Cpu)
@@ -71,7 +74,11 @@ fn check(x: [usize; 5], w: [usize; 5], p: Conv3dParams, kernel: ConvKernel, seed
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
-            let tol = if dt == DType::F32 { 1e-5 * scale } else { 1e-11 * scale };
+            let tol = if dt == DType::F32 {
+                1e-5 * scale
+            } else {
+                1e-11 * scale
+            };
             assert!(
                 d <= tol,
                 "{kernel:?} {act:?} {dt:?} x {x:?} w {w:?} {p:?}: max diff {d:e} > {tol:e}"
@@ -152,9 +159,21 @@ fn row_kernel_few_input_channels_with_epilogue() {
 #[test]
 fn depthwise_kernel_with_epilogue() {
     let cases = [
-        ([1, 5, 4, 6, 19], [5, 1, 3, 3, 3], Conv3dParams::iso(1, 1, 1, 5)),
-        ([2, 3, 5, 5, 7], [3, 1, 5, 5, 5], Conv3dParams::iso(1, 2, 1, 3)),
-        ([1, 2, 7, 8, 21], [2, 1, 7, 7, 7], Conv3dParams::iso(1, 9, 3, 2)),
+        (
+            [1, 5, 4, 6, 19],
+            [5, 1, 3, 3, 3],
+            Conv3dParams::iso(1, 1, 1, 5),
+        ),
+        (
+            [2, 3, 5, 5, 7],
+            [3, 1, 5, 5, 5],
+            Conv3dParams::iso(1, 2, 1, 3),
+        ),
+        (
+            [1, 2, 7, 8, 21],
+            [2, 1, 7, 7, 7],
+            Conv3dParams::iso(1, 9, 3, 2),
+        ),
     ];
     for (i, (x, w, p)) in cases.into_iter().enumerate() {
         check(x, w, p, ConvKernel::Depthwise, 600 + 3 * i as u64);
@@ -207,8 +226,16 @@ fn fused_activation_matches_separate_ops() {
 #[test]
 fn single_input_channel_kernel_strided() {
     let cases = [
-        ([1, 1, 13, 14, 17], [20, 1, 7, 7, 7], Conv3dParams::iso(4, 3, 1, 1)),
-        ([2, 1, 9, 8, 11], [70, 1, 3, 3, 3], Conv3dParams::iso(2, 1, 1, 1)),
+        (
+            [1, 1, 13, 14, 17],
+            [20, 1, 7, 7, 7],
+            Conv3dParams::iso(4, 3, 1, 1),
+        ),
+        (
+            [2, 1, 9, 8, 11],
+            [70, 1, 3, 3, 3],
+            Conv3dParams::iso(2, 1, 1, 1),
+        ),
         (
             [1, 1, 5, 6, 23],
             [6, 1, 3, 2, 5],

@@ -31,7 +31,7 @@ use super::logonet::{FusionNormLayer, Logonet};
 use super::ulkanet::Ulkanet;
 use super::van3d::{Block3D, Van3d};
 use super::{AnyNet, NetConfig, SegmentationNet};
-use crate::ops::{self, ConvAct, Conv3dParams};
+use crate::ops::{self, Conv3dParams, ConvAct};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 

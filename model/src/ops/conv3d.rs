@@ -312,19 +312,19 @@ pub(crate) fn forward_with<T: Elem>(
     };
     let auto = kernel == K::Auto && !gemm_forced();
     if is_pointwise(g) {
-        // A pointwise conv does not care how the positions are arranged: the AVX-512 kernels see the volume as
-        // rows of a width that suits their vectors and position blocks (no lanes wasted on short rows).
+        // Measured (docs/PERFORMANCE.md): the cache-blocked GEMM beats the AVX-512 conv kernels on 1³ convs,
+        // which re-read the whole input per block of output channels. Forced, those kernels see the volume
+        // as rows of a width that suits their vectors (no lanes wasted on short rows).
         let gp = pointwise_rows(g);
         #[cfg(target_arch = "x86_64")]
         if let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w)) {
             let bf = bias.and_then(as_f32);
             if bias.is_none() || bf.is_some() {
                 use super::conv3d_avx512 as k;
-                if ((auto && prefer_blocked(&gp)) || kernel == K::Blocked) && k::blocked::usable(&gp)
-                {
+                if kernel == K::Blocked && k::blocked::usable(&gp) {
                     return from_f32(k::blocked::forward(xf, wf, bf, &gp, act));
                 }
-                if (auto || kernel == K::Row)
+                if kernel == K::Row
                     && g.og >= 4
                     && let Some(y) = k::try_forward(xf, wf, bf, &gp, act)
                 {
@@ -1047,7 +1047,9 @@ impl Conv3dOp {
                 Some((s, l)) => Some(slice::<T>(s, l, "conv3d")?),
                 None => None,
             };
-            Ok(T::to_cpu_storage_owned(forward_with(x, w, bias, g, act, kernel)))
+            Ok(T::to_cpu_storage_owned(forward_with(
+                x, w, bias, g, act, kernel,
+            )))
         }
         let (g, shape) = self.geom(l1, l2)?;
         let st = dispatch_float!(

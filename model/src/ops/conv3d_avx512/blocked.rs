@@ -199,7 +199,8 @@ fn run<const P: usize, const OV: usize>(
                         // SAFETY: row (z0 + zl, yy) of channel o was written by this task only (above).
                         let r = unsafe {
                             std::slice::from_raw_parts_mut(
-                                yp.ptr().add((b * g.o + o) * osp + ((z0 + zl) * oh + yy) * ow),
+                                yp.ptr()
+                                    .add((b * g.o + o) * osp + ((z0 + zl) * oh + yy) * ow),
                                 ow,
                             )
                         };
