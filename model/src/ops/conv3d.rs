@@ -421,12 +421,12 @@ fn forward_pointwise<T: Elem>(
         let (p0, p1) = (pb * pc, ((pb + 1) * pc).min(p));
         let dst0 = (b * o + o0) * p + p0;
         if let Some(bv) = bias {
-            for oo in o0..o1 {
+            for (oo, &bo) in bv.iter().enumerate().take(o1).skip(o0) {
                 // SAFETY: the task owns rows o0..o1, columns p0..p1 of sample b's output (disjoint tiles).
                 let row = unsafe {
                     std::slice::from_raw_parts_mut(yp.ptr().add((b * o + oo) * p + p0), p1 - p0)
                 };
-                row.fill(bv[oo]);
+                row.fill(bo);
             }
         }
         // SAFETY: dst is the task's own tile (row stride P); lhs rows o0..o1 of W [O, C] (row stride C);
