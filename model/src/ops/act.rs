@@ -129,7 +129,7 @@ pub(crate) fn apply_inplace<T: ActElem>(s: &mut [T], act: Act) {
             let zero = T::default();
             for v in s.iter_mut() {
                 if *v < zero {
-                    *v = *v * sl;
+                    *v *= sl;
                 }
             }
         }
