@@ -14,6 +14,8 @@
 //!   Only the BatchNorm inside LKA stays (it precedes a padded depthwise conv, where folding is not exact).
 //! * **No full-resolution concatenation**: a conv over `cat[a, b]` along channels is computed as
 //!   `conv_a(a) + conv_b(b)` with the weight split along its input channels.
+//! * **Fused activations**: every LeakyReLU and GELU that follows a conv directly runs inside the conv
+//!   ([`ops::conv3d_act`]) on each output block while it is in cache.
 //! * **Early release**: the encoder's skip outputs are dropped as the decoder consumes them, and the
 //!   full-resolution `first_conv` runs only when its output is needed, at the very end.
 //!
@@ -29,7 +31,7 @@ use super::logonet::{FusionNormLayer, Logonet};
 use super::ulkanet::Ulkanet;
 use super::van3d::{Block3D, Van3d};
 use super::{AnyNet, NetConfig, SegmentationNet};
-use crate::ops::{self, Conv3dParams};
+use crate::ops::{self, Conv3dParams, ConvAct};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 
@@ -274,7 +276,24 @@ impl FConv {
             || ops::conv3d(x, &self.w, self.b.as_ref(), &self.params),
         )
     }
+
+    /// `act(conv(x))` with the activation fused into the conv's output blocks.
+    fn forward_act(&self, x: &Tensor, act: ConvAct) -> Result<Tensor> {
+        time(
+            || {
+                let a = match act {
+                    ConvAct::None => "",
+                    ConvAct::LeakyRelu(_) => " + leaky_relu",
+                    ConvAct::Gelu => " + gelu",
+                };
+                format!("{}{a}", self.kind(x))
+            },
+            || ops::conv3d_act(x, &self.w, self.b.as_ref(), &self.params, act),
+        )
+    }
 }
+
+const LEAKY: ConvAct = ConvAct::LeakyRelu(0.01);
 
 /// `Σ_k parts[k](xs[k])` (a conv over the channel concatenation of `xs`).
 fn split_forward(parts: &[FConv], xs: &[&Tensor]) -> Result<Tensor> {
@@ -319,10 +338,12 @@ impl FCbr {
 
     /// Inputs `xs` (the concatenated parts, in order) → `[N, out, D, H, W]` (or 2× with upsampling).
     fn forward(&self, xs: &[&Tensor]) -> Result<Tensor> {
-        let mut y = split_forward(&self.conv_a, xs)?; // [N, mid, D, H, W]
-        y = leaky(&y)?;
-        y = self.conv_b.forward(&y)?; // [N, out, D, H, W]
-        y = leaky(&y)?;
+        let mut y = if self.conv_a.len() == 1 {
+            self.conv_a[0].forward_act(xs[0], LEAKY)? // [N, mid, D, H, W]
+        } else {
+            leaky(&split_forward(&self.conv_a, xs)?)?
+        };
+        y = self.conv_b.forward_act(&y, LEAKY)?; // [N, out, D, H, W]
         if self.upsample {
             y = time(
                 || "upsample trilinear".into(),
@@ -382,8 +403,7 @@ impl FBlock {
     /// `n1 = BN1(x)` `[B, C, D, H, W]` → same shape.
     fn forward(&self, n1: &Tensor) -> Result<Tensor> {
         // Spatial attention: proj_2(LKA(GELU(proj_1(n1)))) + n1.
-        let mut u = self.proj_1.forward(n1)?; // [B, C, D, H, W]
-        u = gelu(&u)?;
+        let u = self.proj_1.forward_act(n1, ConvAct::Gelu)?; // [B, C, D, H, W]
         let [g, b, m, v] = &self.lka_norm;
         let mut a = time(
             || "batchnorm (LKA)".into(),
@@ -398,8 +418,7 @@ impl FBlock {
         a = time(|| "add".into(), || a.add(n1))?; // z
         // MLP on BN2(2·ls1·z) (folded into fc1), times 2·ls2 (and the next BN1, folded into fc2).
         a = self.fc1.forward(&a)?; // [B, hidden, D, H, W]
-        a = self.dwconv.forward(&a)?;
-        a = gelu(&a)?;
+        a = self.dwconv.forward_act(&a, ConvAct::Gelu)?;
         self.fc2.forward(&a) // [B, C, D, H, W]
     }
 }
@@ -599,14 +618,16 @@ impl FLogo {
         drop(planes);
         let mut y = time(|| "add".into(), || global.add(&local))?;
         drop((global, local));
-        y = self.conv0.forward(&y)?; // BN folded in (VANV4122GL)
         if self.instance_norm {
+            y = self.conv0.forward(&y)?;
             y = time(
                 || "instancenorm".into(),
                 || ops::instance_norm3d(&y, None, None, 1e-5),
             )?;
+            y = gelu(&y)?;
+        } else {
+            y = self.conv0.forward_act(&y, ConvAct::Gelu)?; // BN folded in (VANV4122GL)
         }
-        y = gelu(&y)?;
         self.conv3.forward(&y) // [N, out, D, H, W] logits
     }
 }

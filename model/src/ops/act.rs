@@ -111,6 +111,31 @@ fn bwd<T: ActElem>(x: &[T], g: &[T], act: Act) -> Vec<T> {
     dx
 }
 
+/// Applies `act` in place to `s` (the epilogue of the fused conv + activation): the same per-element
+/// functions as the activation ops ([`ActElem::gelu_fwd`], the LeakyReLU select), through a small stack
+/// buffer for GELU so that no allocation is made. Call it on data that is still in cache.
+pub(crate) fn apply_inplace<T: ActElem>(s: &mut [T], act: Act) {
+    match act {
+        Act::Gelu => {
+            let mut tmp = [T::default(); 256];
+            for seg in s.chunks_mut(256) {
+                let t = &mut tmp[..seg.len()];
+                t.copy_from_slice(seg);
+                T::gelu_fwd(t, seg);
+            }
+        }
+        Act::Leaky(sl) => {
+            let sl = T::from_f64(sl);
+            let zero = T::default();
+            for v in s.iter_mut() {
+                if *v < zero {
+                    *v *= sl;
+                }
+            }
+        }
+    }
+}
+
 /// Activation forward op.
 #[derive(Clone)]
 pub(crate) struct ActOp(pub Act);

@@ -14,7 +14,8 @@
 //! public functions in [`super`] send CUDA tensors to [`super::reference`] instead.
 
 use super::Conv3dParams;
-use super::elem::{Elem, SharedMut, slice, threads};
+use super::act::{Act, apply_inplace};
+use super::elem::{Elem, SharedMut, out_buf, slice, threads};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
@@ -195,11 +196,11 @@ fn gemm_forced() -> bool {
     *FORCED.get_or_init(|| std::env::var("LOGONET_CONV_GEMM").is_ok_and(|v| v == "1"))
 }
 
-/// The channel-blocked dense kernel is opt-in (`LOGONET_CONV_BLOCKED=1`) until its tests
-/// (`dense_blocked_kernel_*` in `tests/ops_conv3d.rs`) have been run; otherwise the row kernel runs.
+/// `LOGONET_CONV_BLOCKED=0` switches the channel-blocked dense kernel off (the row kernel runs instead), for
+/// benchmarks comparing the two.
 fn blocked_off() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OFF.get_or_init(|| !std::env::var("LOGONET_CONV_BLOCKED").is_ok_and(|v| v == "1"))
+    *OFF.get_or_init(|| std::env::var("LOGONET_CONV_BLOCKED").is_ok_and(|v| v == "0"))
 }
 
 fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
@@ -226,46 +227,244 @@ fn from_f32<T: Elem>(v: Vec<f32>) -> Vec<T> {
 
 /// Forward conv: `y [N, O, out]`.
 pub(crate) fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
+    forward_with(x, w, bias, g, None, ConvKernel::Auto)
+}
+
+/// Applies the optional activation epilogue in place (f32 or f64 data).
+pub(crate) fn epilogue<T: Elem>(s: &mut [T], act: Option<Act>) {
+    let Some(a) = act else {
+        return;
+    };
+    if let Some(f) = as_f32_mut(s) {
+        apply_inplace(f, a);
+    } else if let Some(d) = as_f64_mut(s) {
+        apply_inplace(d, a);
+    }
+}
+
+fn as_f64_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f64]> {
+    // SAFETY: T is f64 (checked by TypeId), so the slice is reinterpreted as itself.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f64>(), s.len()) })
+}
+
+/// `LOGONET_CONV_KERNEL=pointwise|blocked|row|depthwise|single|generic` replaces the automatic forward kernel
+/// choice (benchmarks; a kernel that does not apply falls back as in [`forward_with`]).
+fn env_kernel() -> Option<ConvKernel> {
+    static K: std::sync::OnceLock<Option<ConvKernel>> = std::sync::OnceLock::new();
+    *K.get_or_init(|| {
+        Some(match std::env::var("LOGONET_CONV_KERNEL").ok()?.as_str() {
+            "pointwise" => ConvKernel::Pointwise,
+            "blocked" => ConvKernel::Blocked,
+            "row" => ConvKernel::Row,
+            "depthwise" => ConvKernel::Depthwise,
+            "single" => ConvKernel::Single,
+            "generic" => ConvKernel::Generic,
+            _ => return None,
+        })
+    })
+}
+
+/// The geometry of a pointwise conv with each sample's positions seen as `[1, P / W', W']`: `W'` is the
+/// largest divisor of `P` up to 96, preferring multiples of 12 (the blocked kernel's position block).
+fn pointwise_rows(g: &Geom) -> Geom {
+    let p = g.osp();
+    let divs = || (1..=96.min(p)).rev().filter(move |d| p.is_multiple_of(*d));
+    let wr = divs()
+        .find(|d| d.is_multiple_of(12) && *d >= 24)
+        .or_else(|| divs().next())
+        .unwrap_or(1);
+    Geom {
+        i: [1, p / wr, wr],
+        out: [1, p / wr, wr],
+        ..*g
+    }
+}
+
+/// Dense pointwise conv (1³ kernel, stride 1, no padding, one group): one GEMM per sample.
+fn is_pointwise(g: &Geom) -> bool {
+    g.k == [1, 1, 1] && g.s == [1, 1, 1] && g.p == [0, 0, 0] && g.groups == 1
+}
+
+/// Whether the channel-blocked kernel is the faster dense kernel for `g` (measured with `logonet bench ops`
+/// on this machine, see docs/PERFORMANCE.md): it needs at least 8 input and output channels; on rows shorter
+/// than its position block it wastes lanes like the row kernel, so it is taken from 8-wide rows on.
+#[cfg(target_arch = "x86_64")]
+fn prefer_blocked(g: &Geom) -> bool {
+    !blocked_off() && super::conv3d_avx512::blocked::usable(g) && g.out[2] >= 8
+}
+
+/// Forward conv with an optional fused activation (applied to each output block while it is in cache) and a
+/// kernel choice (`Auto` unless a test or benchmark forces one; a forced kernel that does not apply to `g`
+/// or to the dtype falls back to the generic im2col/direct path).
+pub(crate) fn forward_with<T: Elem>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geom,
+    act: Option<Act>,
+    kernel: ConvKernel,
+) -> Vec<T> {
+    use ConvKernel as K;
+    let kernel = match kernel {
+        K::Auto => env_kernel().unwrap_or(K::Auto),
+        k => k,
+    };
+    let auto = kernel == K::Auto && !gemm_forced();
+    if is_pointwise(g) {
+        // Measured (docs/PERFORMANCE.md): the cache-blocked GEMM beats the AVX-512 conv kernels on 1³ convs,
+        // which re-read the whole input per block of output channels. Forced, those kernels see the volume
+        // as rows of a width that suits their vectors (no lanes wasted on short rows).
+        let gp = pointwise_rows(g);
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w)) {
+            let bf = bias.and_then(as_f32);
+            if bias.is_none() || bf.is_some() {
+                use super::conv3d_avx512 as k;
+                if kernel == K::Blocked && k::blocked::usable(&gp) {
+                    return from_f32(k::blocked::forward(xf, wf, bf, &gp, act));
+                }
+                if kernel == K::Row
+                    && g.og >= 4
+                    && let Some(y) = k::try_forward(xf, wf, bf, &gp, act)
+                {
+                    return from_f32(y);
+                }
+            }
+        }
+        if auto || kernel == K::Pointwise {
+            return forward_pointwise(x, w, bias, g, act);
+        }
+    }
     #[cfg(target_arch = "x86_64")]
-    if !gemm_forced()
-        && !blocked_off()
-        && super::conv3d_avx512::blocked::usable(g)
-        && let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
-    {
+    if let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w)) {
         let bf = bias.and_then(as_f32);
         if bias.is_none() || bf.is_some() {
-            return from_f32(super::conv3d_avx512::blocked::forward(xf, wf, bf, g));
+            use super::conv3d_avx512 as k;
+            if ((auto && prefer_blocked(g)) || kernel == K::Blocked) && k::blocked::usable(g) {
+                return from_f32(k::blocked::forward(xf, wf, bf, g, act));
+            }
+            if (auto || kernel == K::Row)
+                && g.og >= 4
+                && g.k[2] <= 16
+                && let Some(y) = k::try_forward(xf, wf, bf, g, act)
+            {
+                return from_f32(y);
+            }
+            if ((auto && g.s != [1, 1, 1]) || kernel == K::Single) && k::single::usable(g) {
+                return from_f32(k::single::forward(xf, wf, bf, g, act));
+            }
+            if (auto || kernel == K::Depthwise) && g.cg == 1 && k::depthwise::usable(g) {
+                return from_f32(k::depthwise::forward(xf, wf, bf, g, act));
+            }
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    if g.og >= 4
-        && g.k[2] <= 16
-        && !gemm_forced()
-        && let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
-    {
-        let bf = bias.and_then(as_f32);
-        if (bias.is_none() || bf.is_some())
-            && let Some(y) = super::conv3d_avx512::try_forward(xf, wf, bf, g)
-        {
-            return from_f32(y);
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if g.cg == 1
-        && !gemm_forced()
-        && super::conv3d_avx512::depthwise::usable(g)
-        && let (Some(xf), Some(wf)) = (as_f32(x), as_f32(w))
-    {
-        let bf = bias.and_then(as_f32);
-        if bias.is_none() || bf.is_some() {
-            return from_f32(super::conv3d_avx512::depthwise::forward(xf, wf, bf, g));
-        }
-    }
-    if g.cg == 1 {
+    let mut y = if g.cg == 1 {
         forward_direct(x, w, bias, g)
     } else {
         forward_gemm(x, w, bias, g)
+    };
+    if act.is_some() {
+        y.par_chunks_mut(1 << 14).for_each(|c| epilogue(c, act));
     }
+    y
+}
+
+/// Which forward kernel runs (tests and benchmarks force one; `Auto` picks by geometry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// Shape-dependent choice (the default).
+    Auto,
+    /// One GEMM per sample (dense 1³, stride 1, no padding).
+    Pointwise,
+    /// Channel-blocked AVX-512 kernel (dense, stride 1, ≥ 8 channels each side).
+    Blocked,
+    /// Row ("implicit GEMM") AVX-512 kernel (stride 1, ≥ 4 output channels per group).
+    Row,
+    /// Register-blocked AVX-512 depthwise kernel.
+    Depthwise,
+    /// AVX-512 kernel for one input channel, any stride (the strided patch embedding of the image).
+    Single,
+    /// im2col + `gemm` (dense/grouped) or direct loops (one input channel per group).
+    Generic,
+}
+
+/// Pointwise (1³) conv as one GEMM per sample: `y[b] [O, P] = W [O, C] · x[b] [C, P] (+ bias)`, NCDHW as
+/// it is (no im2col, no copy). Tiles of `[rows of O] × [columns of P]` run in parallel, each a `gemm` call
+/// followed by the activation epilogue on the tile while it is in cache.
+fn forward_pointwise<T: Elem>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &Geom,
+    act: Option<Act>,
+) -> Vec<T> {
+    let (c, o, p) = (g.c, g.o, g.osp());
+    let mut y = out_buf::<T>(g.n * o * p);
+    // Column tiles of up to 768 positions; row tiles keep an output tile near 96 K elements (in L2) and
+    // give every thread several tasks when P is small.
+    let pc = p.min(768);
+    let npc = p.div_ceil(pc);
+    let nt = threads();
+    let mut mo = (96 * 1024 / pc).clamp(16, o.max(16)).min(o);
+    while mo > 16 && g.n * npc * o.div_ceil(mo) < 4 * nt {
+        mo = (mo / 2).max(16);
+    }
+    let nmo = o.div_ceil(mo);
+    let tasks = g.n * nmo * npc;
+    let yp = SharedMut(y.as_mut_ptr());
+    let one = T::from_f64(1.0);
+    (0..tasks).into_par_iter().for_each(|t| {
+        let (b, r) = (t / (nmo * npc), t % (nmo * npc));
+        let (om, pb) = (r / npc, r % npc);
+        let (o0, o1) = (om * mo, ((om + 1) * mo).min(o));
+        let (p0, p1) = (pb * pc, ((pb + 1) * pc).min(p));
+        let dst0 = (b * o + o0) * p + p0;
+        if let Some(bv) = bias {
+            for (oo, &bo) in bv.iter().enumerate().take(o1).skip(o0) {
+                // SAFETY: the task owns rows o0..o1, columns p0..p1 of sample b's output (disjoint tiles).
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(yp.ptr().add((b * o + oo) * p + p0), p1 - p0)
+                };
+                row.fill(bo);
+            }
+        }
+        // SAFETY: dst is the task's own tile (row stride P); lhs rows o0..o1 of W [O, C] (row stride C);
+        // rhs columns p0..p1 of x[b] [C, P] (row stride P); all in bounds.
+        unsafe {
+            gemm(
+                o1 - o0,
+                p1 - p0,
+                c,
+                yp.ptr().add(dst0),
+                1,
+                p as isize,
+                bias.is_some(),
+                w.as_ptr().add(o0 * c),
+                1,
+                c as isize,
+                x.as_ptr().add(b * c * p + p0),
+                1,
+                p as isize,
+                one,
+                one,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+        if act.is_some() {
+            for oo in o0..o1 {
+                // SAFETY: as above, the task's own tile row.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(yp.ptr().add((b * o + oo) * p + p0), p1 - p0)
+                };
+                epilogue(row, act);
+            }
+        }
+    });
+    y
 }
 
 fn forward_gemm<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, g: &Geom) -> Vec<T> {
@@ -794,6 +993,21 @@ pub(crate) use dispatch_float;
 /// Forward conv3d op (`x`, `w`[, `bias`]).
 pub(crate) struct Conv3dOp {
     pub p: Conv3dParams,
+    /// Activation fused into the output (inference only: such an op has no backward).
+    pub act: Option<Act>,
+    /// Forward kernel choice (`Auto` except in tests and benchmarks).
+    pub kernel: ConvKernel,
+}
+
+impl Conv3dOp {
+    /// The plain, differentiable conv.
+    pub(crate) fn plain(p: Conv3dParams) -> Self {
+        Self {
+            p,
+            act: None,
+            kernel: ConvKernel::Auto,
+        }
+    }
 }
 
 impl Conv3dOp {
@@ -816,8 +1030,11 @@ impl Conv3dOp {
         l2: &Layout,
         b: Option<(&CpuStorage, &Layout)>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        #[allow(clippy::too_many_arguments)]
         fn go<T: Elem>(
             g: &Geom,
+            act: Option<Act>,
+            kernel: ConvKernel,
             s1: &CpuStorage,
             l1: &Layout,
             s2: &CpuStorage,
@@ -830,10 +1047,16 @@ impl Conv3dOp {
                 Some((s, l)) => Some(slice::<T>(s, l, "conv3d")?),
                 None => None,
             };
-            Ok(T::to_cpu_storage_owned(forward(x, w, bias, g)))
+            Ok(T::to_cpu_storage_owned(forward_with(
+                x, w, bias, g, act, kernel,
+            )))
         }
         let (g, shape) = self.geom(l1, l2)?;
-        let st = dispatch_float!(s1, "conv3d", go(&g, s1, l1, s2, l2, b))?;
+        let st = dispatch_float!(
+            s1,
+            "conv3d",
+            go(&g, self.act, self.kernel, s1, l1, s2, l2, b)
+        )?;
         Ok((st, shape))
     }
 
@@ -845,6 +1068,9 @@ impl Conv3dOp {
         w: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if self.act.is_some() {
+            candle_core::bail!("conv3d with a fused activation is inference-only (no backward)");
+        }
         let grad = grad.contiguous()?;
         let xd = dims5(x.layout(), "conv3d input")?;
         let dx = match x.track_op() {
@@ -1022,7 +1248,7 @@ impl CustomOp2 for Conv3dInputGradOp {
         // Each only when its tensor takes part in autograd.
         let grad = grad.contiguous()?;
         let ddy = match dy.track_op() {
-            true => Some(grad.apply_op2_no_bwd(w, &Conv3dOp { p: self.p })?),
+            true => Some(grad.apply_op2_no_bwd(w, &Conv3dOp::plain(self.p))?),
             false => None,
         };
         let wd = dims5(w.layout(), "conv3d weight")?;

@@ -6,6 +6,7 @@
 //! (input channels × kernel taps): per tap, 3 masked unaligned loads of the input row and 24 FMAs with
 //! broadcast weights (packed `[block][ci][tap][8]`). Rows outside the input (padding along D and H) are
 //! skipped; padding along W and the row tail are handled with load/store masks, so no padded copy is made.
+//! An optional activation is applied to each finished output row while it is in cache.
 
 // Numeric kernels index several arrays with one loop counter; iterator chains would hide that.
 #![allow(clippy::needless_range_loop)]
@@ -13,10 +14,12 @@
 
 pub(crate) mod blocked;
 pub(crate) mod depthwise;
+pub(crate) mod single;
 pub(crate) mod wgrad;
 
-use super::conv3d::Geom;
-use super::elem::SharedMut;
+use super::act::Act;
+use super::conv3d::{Geom, epilogue};
+use super::elem::{SharedMut, out_buf};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -29,14 +32,15 @@ pub(crate) fn try_forward(
     w: &[f32],
     bias: Option<&[f32]>,
     g: &Geom,
+    act: Option<Act>,
 ) -> Option<Vec<f32>> {
     if g.s != [1, 1, 1] || !std::arch::is_x86_feature_detected!("avx512f") {
         return None;
     }
-    Some(forward(x, w, bias, g))
+    Some(forward(x, w, bias, g, act))
 }
 
-fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom, act: Option<Act>) -> Vec<f32> {
     let kt: usize = g.k.iter().product();
     let nob = g.og.div_ceil(OB);
     // Packed weights [group][block][ci][tap][8], zero for channels past og.
@@ -54,7 +58,7 @@ fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
     }
     let [od, oh, ow] = g.out;
     let osp = od * oh * ow;
-    let mut y = vec![0f32; g.n * g.o * osp];
+    let mut y = out_buf::<f32>(g.n * g.o * osp);
     let yp = SharedMut(y.as_mut_ptr());
     let rows = od * oh;
     let tasks = g.n * g.groups * rows;
@@ -74,6 +78,16 @@ fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
                 }
             }
             x0 += nv * LANES;
+        }
+        if act.is_some() {
+            for ol in 0..g.og {
+                let oc = grp * g.og + ol;
+                // SAFETY: row r of output channel oc of sample b was written by this task only (see above).
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(yp.ptr().add((b * g.o + oc) * osp + r * ow), ow)
+                };
+                epilogue(row, act);
+            }
         }
     });
     y

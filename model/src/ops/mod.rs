@@ -147,10 +147,80 @@ pub fn conv3d(
     }
     check_float("conv3d", x, &[Some(w), bias])?;
     let (x, w) = (x.contiguous()?, w.contiguous()?);
-    let op = conv3d::Conv3dOp { p: *params };
+    let op = conv3d::Conv3dOp::plain(*params);
     Ok(match bias {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, op)?,
         None => x.apply_op2(&w, op)?,
+    })
+}
+
+/// Activation fused into [`conv3d_act`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ConvAct {
+    /// No activation (plain conv).
+    None,
+    /// LeakyReLU with this negative slope (as [`leaky_relu`]).
+    LeakyRelu(f64),
+    /// Exact (erf) GELU (as [`gelu`]).
+    Gelu,
+}
+
+impl ConvAct {
+    fn act(self) -> Option<act::Act> {
+        match self {
+            Self::None => None,
+            Self::LeakyRelu(s) => Some(act::Act::Leaky(s)),
+            Self::Gelu => Some(act::Act::Gelu),
+        }
+    }
+}
+
+pub use conv3d::ConvKernel;
+
+/// `act(conv3d(x, w, bias))` for inference: on the CPU the activation is applied to each output block while
+/// the conv kernel still has it in cache (no second pass over memory, no second buffer). The result has **no
+/// backward** on the CPU (use [`conv3d`] and the activation ops for training); elsewhere it is the two ops.
+pub fn conv3d_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    params: &Conv3dParams,
+    act: ConvAct,
+) -> Result<Tensor> {
+    conv3d_with_kernel(x, w, bias, params, act, ConvKernel::Auto)
+}
+
+/// [`conv3d_act`] with a forced forward kernel (tests and benchmarks; a kernel that does not apply to the
+/// geometry or dtype falls back to the generic path). Inference only when `act` is not `None` or the
+/// kernel is not `Auto`.
+#[doc(hidden)]
+pub fn conv3d_with_kernel(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    params: &Conv3dParams,
+    act: ConvAct,
+    kernel: ConvKernel,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() || (act == ConvAct::None && kernel == ConvKernel::Auto) {
+        let y = conv3d(x, w, bias, params)?;
+        return match act {
+            ConvAct::None => Ok(y),
+            ConvAct::LeakyRelu(s) => leaky_relu(&y, s),
+            ConvAct::Gelu => gelu(&y),
+        };
+    }
+    params.validate(x, w, bias)?;
+    check_float("conv3d", x, &[Some(w), bias])?;
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let op = conv3d::Conv3dOp {
+        p: *params,
+        act: act.act(),
+        kernel,
+    };
+    Ok(match bias {
+        Some(b) => x.apply_op3_no_bwd(&w, &b.contiguous()?, &op)?,
+        None => x.apply_op2_no_bwd(&w, &op)?,
     })
 }
 

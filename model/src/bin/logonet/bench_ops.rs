@@ -191,7 +191,7 @@ pub fn run(a: &OpsArgs) -> anyhow::Result<()> {
     let keep = |n: &str| a.filter.as_deref().is_none_or(|f| n.contains(f));
     let mut rows = Vec::new();
     let r = a.reps;
-    let conv_cases: [(&str, [usize; 5], [usize; 5], Conv3dParams); 5] = [
+    let conv_cases: [(&str, [usize; 5], [usize; 5], Conv3dParams); 10] = [
         (
             "conv3d 3^3 64->64 1x64x48^3",
             [1, 64, 48, 48, 48],
@@ -209,6 +209,36 @@ pub fn run(a: &OpsArgs) -> anyhow::Result<()> {
             [1, 96, 96, 96, 96],
             [14, 96, 3, 3, 3],
             Conv3dParams::iso(1, 1, 1, 1),
+        ),
+        (
+            "conv3d 1^3 64->512 1x64x24^3",
+            [1, 64, 24, 24, 24],
+            [512, 64, 1, 1, 1],
+            Conv3dParams::iso(1, 0, 1, 1),
+        ),
+        (
+            "conv3d 1^3 512->64 1x512x24^3",
+            [1, 512, 24, 24, 24],
+            [64, 512, 1, 1, 1],
+            Conv3dParams::iso(1, 0, 1, 1),
+        ),
+        (
+            "conv3d 1^3 128->1024 1x128x12^3",
+            [1, 128, 12, 12, 12],
+            [1024, 128, 1, 1, 1],
+            Conv3dParams::iso(1, 0, 1, 1),
+        ),
+        (
+            "conv3d 1^3 512->2048 1x512x3^3",
+            [1, 512, 3, 3, 3],
+            [2048, 512, 1, 1, 1],
+            Conv3dParams::iso(1, 0, 1, 1),
+        ),
+        (
+            "conv3d 7^3 s4 1->64 1x1x96^3",
+            [1, 1, 96, 96, 96],
+            [64, 1, 7, 7, 7],
+            Conv3dParams::iso(4, 3, 1, 1),
         ),
         (
             "depthwise 5^3 1x64x48^3",

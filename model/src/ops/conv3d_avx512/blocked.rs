@@ -8,14 +8,15 @@
 //! `P` input scalars (all at constant offsets from one pointer), so 24 FMAs cost `OV + P` loads and
 //! almost no other instructions. Padding costs nothing in the loop (it is in the copy); positions past
 //! the row end are computed on the next row's data and dropped. The tile is transposed back to NCDHW
-//! through a small buffer.
+//! through a small buffer; an optional activation is applied to each finished output row while it is in cache.
 
 #![allow(clippy::needless_range_loop)]
 #![allow(clippy::too_many_arguments)]
 #![allow(unsafe_op_in_unsafe_fn)]
 
-use super::super::conv3d::Geom;
-use super::super::elem::SharedMut;
+use super::super::act::Act;
+use super::super::conv3d::{Geom, epilogue};
+use super::super::elem::{SharedMut, out_buf};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -33,20 +34,38 @@ pub(crate) fn usable(g: &Geom) -> bool {
 }
 
 /// Forward conv `y [N, O, out]` (call only when [`usable`]).
-pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+pub(crate) fn forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geom,
+    act: Option<Act>,
+) -> Vec<f32> {
     let nvec = g.o.div_ceil(16);
-    let (p, ov) = if nvec.is_multiple_of(2) {
-        (12, 2)
-    } else if nvec.is_multiple_of(3) {
-        (8, 3)
-    } else {
-        (24, 1)
+    let (p, ov) = match tile_override() {
+        Some(t) => t,
+        None if nvec.is_multiple_of(2) => (12, 2),
+        None if nvec.is_multiple_of(3) => (8, 3),
+        None => (24, 1),
     };
     match (p, ov) {
-        (12, 2) => run::<12, 2>(x, w, bias, g),
-        (8, 3) => run::<8, 3>(x, w, bias, g),
-        _ => run::<24, 1>(x, w, bias, g),
+        (6, 4) => run::<6, 4>(x, w, bias, g, act),
+        (12, 2) => run::<12, 2>(x, w, bias, g, act),
+        (8, 3) => run::<8, 3>(x, w, bias, g, act),
+        _ => run::<24, 1>(x, w, bias, g, act),
     }
+}
+
+/// `LOGONET_CONV_TILE=PxV` (6x4, 12x2, 8x3, 24x1) forces the register tile (positions × 16-channel
+/// vectors), for benchmarks.
+fn tile_override() -> Option<(usize, usize)> {
+    static T: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        let v = std::env::var("LOGONET_CONV_TILE").ok()?;
+        let (a, b) = v.split_once('x')?;
+        let t = (a.parse().ok()?, b.parse().ok()?);
+        [(6, 4), (12, 2), (8, 3), (24, 1)].contains(&t).then_some(t)
+    })
 }
 
 fn run<const P: usize, const OV: usize>(
@@ -54,6 +73,7 @@ fn run<const P: usize, const OV: usize>(
     w: &[f32],
     bias: Option<&[f32]>,
     g: &Geom,
+    act: Option<Act>,
 ) -> Vec<f32> {
     let [id, ih, iw] = g.i;
     let [kd, kh, kw] = g.k;
@@ -97,7 +117,7 @@ fn run<const P: usize, const OV: usize>(
     let zs = ((1usize << 22) / (ncb * plane).max(1))
         .saturating_sub(halo)
         .clamp(1, od);
-    let mut y = vec![0f32; g.n * g.o * osp];
+    let mut y = out_buf::<f32>(g.n * g.o * osp);
     let yp = SharedMut(y.as_mut_ptr());
     let nxb = ow.div_ceil(P);
     for b in 0..g.n {
@@ -172,6 +192,19 @@ fn run<const P: usize, const OV: usize>(
                                 *d.add(pp) = tile[pp][ol];
                             }
                         }
+                    }
+                }
+                if act.is_some() {
+                    for o in ob * ot..((ob + 1) * ot).min(g.o) {
+                        // SAFETY: row (z0 + zl, yy) of channel o was written by this task only (above).
+                        let r = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                yp.ptr()
+                                    .add((b * g.o + o) * osp + ((z0 + zl) * oh + yy) * ow),
+                                ow,
+                            )
+                        };
+                        epilogue(r, act);
                     }
                 }
             });

@@ -17,8 +17,9 @@
 #![allow(clippy::too_many_arguments)]
 #![allow(unsafe_op_in_unsafe_fn)]
 
-use super::super::conv3d::Geom;
-use super::super::elem::SharedMut;
+use super::super::act::Act;
+use super::super::conv3d::{Geom, epilogue};
+use super::super::elem::{SharedMut, out_buf};
 use super::{LANES, lane_mask};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -92,12 +93,18 @@ fn chunks(ow: usize) -> Vec<(usize, usize)> {
 }
 
 /// Forward depthwise conv `y [N, O, out]` (call only when [`usable`]).
-pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> Vec<f32> {
+pub(crate) fn forward(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geom,
+    act: Option<Act>,
+) -> Vec<f32> {
     let [od, oh, ow] = g.out;
     let osp = od * oh * ow;
     let isp: usize = g.i.iter().product();
     let kt: usize = g.k.iter().product();
-    let mut y = vec![0f32; g.n * g.o * osp];
+    let mut y = out_buf::<f32>(g.n * g.o * osp);
     let yp = SharedMut(y.as_mut_ptr());
     let blocks = row_blocks(oh, g.d[1]);
     let ch = chunks(ow);
@@ -137,6 +144,11 @@ pub(crate) fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom) -> V
                     }
                 }
             }
+        }
+        if act.is_some() {
+            // SAFETY: plane z of channel (b, oc) was written by this task only.
+            let plane = unsafe { std::slice::from_raw_parts_mut(dst.add(z * oh * ow), oh * ow) };
+            epilogue(plane, act);
         }
     });
     y
