@@ -142,7 +142,6 @@ fn train_step_logonet_tiny_matches_pytorch() {
 /// `|ours_f32 − f64|` is our rounding and `|torch_f32 − f64|` PyTorch's. Both are reported for the worst
 /// tensors; the assertion is that ours is not worse than PyTorch's own f32 rounding (by more than a margin).
 #[test]
-#[ignore = "FAILS (2026-11-23): ours−f64 4.4e-5 against PyTorch's 9.2e-6 on van.final_conv1.0.weight; the native conv3d kernels round more than the reference conv (weight gradient 7×, input gradient 5×, see per_op_float32_gradient_error); GELU and BatchNorm are not the cause"]
 fn gradient_differences_are_float32_rounding() {
     let dev = Device::Cpu;
     let weights = load("reference/logonet_tiny.weights.safetensors");
