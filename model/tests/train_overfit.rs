@@ -1,20 +1,23 @@
 //! A small network must overfit a synthetic phantom: the full trainer (loader thread, DiceCE, AdamW, validation
 //! with a sliding window) on two 32³ phantoms (12 × 12 × 7.5 mm voxels) must reach a training Dice above 0.9
 //! on every label (background, spleen, kidneys, liver; `OF_SPLEEN=0` leaves the spleen in the background).
-//! Initialisation ([`Trainer::seed_init`]) and batches are seeded, so the run is reproducible.
+//! Initialisation ([`Trainer::seed_init`]) and batches are seeded, so the run is reproducible on one machine.
 //!
-//! It FAILS, hence `#[ignore]`. Diagnosis of 2026-11-23 (figures printed by this test): the training path is
-//! right — Dice from one eval-mode pass equals the sliding-window validation, train-mode (batch statistics)
-//! Dice is within a few points of eval mode, crops are the whole volume with no augmentation so image and
-//! label cannot drift apart — but the small organs (0.6-0.9 % of the voxels) are learned late and
-//! unreliably. At lr 1e-2: after 100 steps every spleen and kidney voxel is predicted background (confusion
-//! matrix); after 200 steps (~4-5 min in the test profile on 2 loaded cores) liver 0.918 and kidneys 0.919
-//! with four labels, but kidneys still 0 with three (spleen in the background, liver 0.929): which small organ
-//! gets picked up, and when, depends on the run. The spleen stays at 0 after 200-300 steps: its windowed
-//! intensity (0.530) is the liver's (0.548) within 1.5 noise sd (0.012), so only position separates them,
-//! and ULKANet's only global path at a 32³ input is the 1³ bottleneck, where BatchNorm over a batch of two
-//! maps every channel to ±1 in training (no position survives). Passing needs a larger input (64³: 8× the
-//! compute) or far more steps, beyond the ~90 s budget of a default test.
+//! The network is a **3-stage ULKANet** (dims 8/16/32, `OF_STAGES=4` gives ULKANet-tiny), AdamW at a constant
+//! lr 1e-2, 400 steps. It PASSES (2026-11-23 07:05 UTC, one thread, load 2-3: 203 s; spleen 0.943, kidneys
+//! 0.958, liver 0.936, background 0.996) but is `#[ignore]`d: it takes 3-4 minutes, and small-organ learning
+//! is threshold-like (the spleen jumps from 0 to 0.7 between steps 150 and 200), so a different thread count or
+//! CPU could land on the other side of 0.9.
+//!
+//! Diagnosis that led here (figures printed by this test): the training path is right — Dice from one
+//! eval-mode pass equals the sliding-window validation, train-mode (batch statistics) Dice is within a few
+//! points of eval mode, crops are the whole volume with no augmentation so image and label cannot drift apart.
+//! The spleen's windowed intensity (0.530) is the liver's (0.548) within 1.5 noise sd (0.012), so only
+//! position separates them. ULKANet-tiny (4 stages) has a 1³ bottleneck at a 32³ input, where BatchNorm over
+//! a batch of two maps every channel to ±1 in training: after 200-300 steps its spleen Dice stays 0. With 3
+//! stages the bottleneck is 2³, and the spleen is learned after ~200 steps (3-stage, 200 steps: spleen 0.72,
+//! kidneys 0.75; 3-stage with 16/32/64 channels, 200 steps: spleen 0, kidneys 0.97). A warm-up cosine
+//! schedule (`OF_COSINE=1`) lowers the rate before the spleen is found: spleen 0 after 400 steps.
 
 mod train_support;
 
@@ -72,7 +75,7 @@ fn direct_pass(t: &Trainer, cases: &[Sample], train_mode: bool) -> Vec<Vec<u16>>
 }
 
 #[test]
-#[ignore = "FAILS: spleen Dice 0 (and one small organ at 0 in some runs) after 200 steps, ~5 min; see the module doc; run: cargo test -p logonet --test train_overfit -- --ignored --nocapture"]
+#[ignore = "passes in 3-4 min (400 steps); not in CI because small-organ learning is threshold-like, see the module doc; run: cargo test -p logonet --test train_overfit -- --ignored --nocapture"]
 fn tiny_ulkanet_overfits_the_phantom() {
     let dim: usize = env_or("OF_DIM", 32);
     let spleen = env_or("OF_SPLEEN", 1u8) == 1;
@@ -108,14 +111,30 @@ fn tiny_ulkanet_overfits_the_phantom() {
         eprintln!("voxels per label {counts:?}, mean image per label {means:?}");
         assert!(counts.iter().all(|&n| n > 20), "{counts:?}");
     }
-    let epochs: usize = env_or("OF_EPOCHS", 200);
+    let epochs: usize = env_or("OF_EPOCHS", 400);
     let crop: usize = env_or("OF_CROP", dim);
-    let net = NetConfig::from_name(&env_or("OF_NET", "ulkanet-tiny".to_string()))
-        .unwrap()
-        .with_out_channels(classes);
+    let net = match env_or("OF_STAGES", 3usize) {
+        4 => NetConfig::from_name(&env_or("OF_NET", "ulkanet-tiny".to_string())).unwrap(),
+        s => {
+            // A shallower ULKANet: at 32³ its deepest stage is 2³ instead of 1³.
+            let c0: usize = env_or("OF_C0", 8);
+            NetConfig::Ulkanet(logonet::nets::ulkanet::Config {
+                embed_dims: (0..s).map(|i| c0 << i).collect(),
+                depths: vec![1; s],
+                mlp_ratios: [8, 8, 4, 4][..s].to_vec(),
+                ..logonet::nets::ulkanet::Config::tiny()
+            })
+        }
+    }
+    .with_out_channels(classes);
     let cfg = TrainConfig {
         epochs,
-        schedule: ScheduleKind::Constant,
+        schedule: if env_or("OF_COSINE", 0u8) == 1 {
+            ScheduleKind::WarmupCosine
+        } else {
+            ScheduleKind::Constant
+        },
+        warmup_epochs: env_or("OF_WARMUP", 20),
         optimizer: AdamWConfig {
             lr: env_or("OF_LR", 1e-2),
             ..Default::default()
