@@ -1,24 +1,12 @@
 //! conv3d fast kernels against the naive f64 loop (forward) and finite differences (input, weight and bias
 //! gradients), over fixed and random geometries, plus argument validation and conv_transpose3d.
 
+mod lcg_support;
+use lcg_support::rand_vec;
+
 use candle_core::{DType, Device, Tensor, Var};
 use logonet::ops::{self, Conv3dParams, reference};
 use proptest::prelude::*;
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn rand_vec(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn tensor(v: &[f64], dims: [usize; 5]) -> Tensor {
     Tensor::from_slice(v, &dims, &Device::Cpu).unwrap()

@@ -4,23 +4,11 @@
 //! kernel, and the generic im2col/direct path, on odd sizes (rows shorter and longer than a vector or a
 //! position block, channel counts that are not multiples of 16, several samples).
 
+mod lcg_support;
+use lcg_support::rand_vec;
+
 use candle_core::{DType, Device, Tensor};
 use logonet::ops::{self, Conv3dParams, ConvAct, ConvKernel, reference};
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn rand_vec(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// `act` in f64 (GELU through candle's f64 erf).
 fn act_f64(v: Vec<f64>, act: ConvAct) -> Vec<f64> {

@@ -1,22 +1,11 @@
 //! Fused norms, activations and ×2 upsampling against the reference ops: forward values (f64 and f32) and
 //! gradients of `Σ y·r` with respect to the input and the affine parameters (f64 autograd through the reference).
 
+mod lcg_support;
+use lcg_support::rand_vec;
+
 use candle_core::{DType, Device, Tensor, Var};
 use logonet::ops::{self, reference};
-
-fn rand_vec(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn t(v: &[f64], dims: &[usize]) -> Tensor {
     Tensor::from_slice(v, dims, &Device::Cpu).unwrap()

@@ -1,22 +1,11 @@
 //! conv_transpose3d and max/avg pool3d: forward against naive f64 loops, gradients against central finite
 //! differences (f64), and argument validation.
 
+mod lcg_support;
+use lcg_support::rand_vec;
+
 use candle_core::{DType, Device, Tensor, Var};
 use logonet::ops::{self, ConvTranspose3dParams};
-
-fn rand_vec(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn t(v: &[f64], d: &[usize]) -> Tensor {
     Tensor::from_slice(v, d, &Device::Cpu).unwrap()
