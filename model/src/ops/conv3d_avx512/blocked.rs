@@ -7,8 +7,14 @@
 //! (`P × OV = 24` zmm accumulators): per input channel and tap it loads `OV` weight vectors and broadcasts
 //! `P` input scalars (all at constant offsets from one pointer), so 24 FMAs cost `OV + P` loads and
 //! almost no other instructions. Padding costs nothing in the loop (it is in the copy); positions past
-//! the row end are computed on the next row's data and dropped. The tile is transposed back to NCDHW
-//! through a small buffer; an optional activation is applied to each finished output row while it is in cache.
+//! the row end are computed on the next row's data and dropped.
+//!
+//! Loop order (one task = one output row × one block of output channels): for each 16-channel input block
+//! and kernel plane, every position tile of the row runs over the same few KB of weights, so they are read
+//! from L1 rather than streamed from L2 once per tile (that stream held the kernel near 60 % of peak). The
+//! row's accumulators live in a per-thread buffer between passes (one load and store per tile and pass,
+//! against 9 × 16 × 24 FMAs). The finished row is transposed back to NCDHW and an optional activation is
+//! applied while it is in cache.
 
 #![allow(clippy::needless_range_loop)]
 #![allow(clippy::too_many_arguments)]
@@ -22,6 +28,9 @@ use std::arch::x86_64::*;
 
 /// Channel block (one zmm of f32).
 const CB: usize = 16;
+
+/// Weight bytes of one pass that should stay in L1 (32 KB here) next to the input rows and the tile.
+const L1_WEIGHT_BYTES: usize = 20 * 1024;
 
 /// Whether the kernel handles `g` (f32 data is the caller's business): dense, stride 1, at least 8 input
 /// and 8 output channels (fewer would waste most of each 16-channel block).
@@ -66,6 +75,13 @@ fn tile_override() -> Option<(usize, usize)> {
         let t = (a.parse().ok()?, b.parse().ok()?);
         [(6, 4), (12, 2), (8, 3), (24, 1)].contains(&t).then_some(t)
     })
+}
+
+/// `LOGONET_CONV_ORDER=tile` runs each position tile through all weights before the next tile (the
+/// previous loop order, weights streamed from L2 per tile), for benchmarks.
+fn tile_outer() -> bool {
+    static T: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *T.get_or_init(|| std::env::var("LOGONET_CONV_ORDER").is_ok_and(|v| v == "tile"))
 }
 
 fn run<const P: usize, const OV: usize>(
@@ -150,53 +166,79 @@ fn run<const P: usize, const OV: usize>(
                     }
                 });
             let tasks = nz * oh * nob;
-            (0..tasks).into_par_iter().for_each(|task| {
-                let (zy, ob) = (task / nob, task % nob);
-                let (zl, yy) = (zy / oh, zy % oh);
-                let wblk = wp[ob * ncb * kt * CB * ot..].as_ptr();
-                let mut tile = [[0f32; 64]; 24];
-                for xbk in 0..nxb {
-                    let x0 = xbk * P;
-                    // SAFETY: AVX-512F checked by `usable`; every broadcast reads xb inside the channel
-                    // block's stride (positions past the row end land in the next row or the zero tail);
-                    // weight loads stay in the packed block; the tile has P rows of ot floats.
-                    unsafe {
-                        micro::<P, OV>(
-                            xb.as_ptr(),
-                            cstride,
-                            ncb,
-                            wblk,
-                            &bp[ob * ot..],
-                            g,
-                            plane,
-                            row,
-                            zl,
-                            yy,
-                            x0,
-                            &mut tile,
-                        );
+            // Kernel rows (kh taps) per pass over the output row: the pass's weights
+            // (rows × kw × 16 ci × ot floats) stay in L1 while every position tile of the row uses them.
+            let rows_per_pass = if kh * kw * CB * ot * 4 <= L1_WEIGHT_BYTES {
+                kh
+            } else {
+                1
+            };
+            (0..tasks).into_par_iter().for_each_init(
+                || vec![0f32; nxb * P * ot],
+                |acc, task| {
+                    let (zy, ob) = (task / nob, task % nob);
+                    let (zl, yy) = (zy / oh, zy % oh);
+                    let wblk = wp[ob * ncb * kt * CB * ot..].as_ptr();
+                    // acc [x tile][P][ot] (position-major), starts at the bias.
+                    let bo = &bp[ob * ot..][..ot];
+                    for pos in acc.chunks_exact_mut(ot) {
+                        pos.copy_from_slice(bo);
                     }
-                    let np = P.min(ow - x0);
+                    // One pass: kernel rows b0 .. b0 + nr of plane a over input block cb, for tile xbk.
+                    let pass =
+                        |acc: &mut [f32], cb: usize, a: usize, b0: usize, nr: usize, xbk: usize| {
+                            let t0 = (a * kh + b0) * kw;
+                            // SAFETY: AVX-512F checked by `usable`; every broadcast reads xb inside the
+                            // channel block's stride (positions past the row end land in the next row or
+                            // the zero tail); weight loads stay in the packed block (taps t0 .. t0 + nr·kw
+                            // of block cb); the tile has P × ot floats.
+                            unsafe {
+                                let base = xb.as_ptr().add(
+                                    cb * cstride
+                                        + (zl + a * g.d[0]) * plane
+                                        + (yy + b0 * g.d[1]) * row
+                                        + xbk * P * CB,
+                                );
+                                micro::<P, OV>(
+                                    base,
+                                    g.d[1] * row,
+                                    g.d[2] * CB,
+                                    nr,
+                                    kw,
+                                    wblk.add((cb * kt + t0) * CB * ot),
+                                    acc.as_mut_ptr().add(xbk * P * ot),
+                                );
+                            }
+                        };
+                    if tile_outer() {
+                        for xbk in 0..nxb {
+                            for cb in 0..ncb {
+                                for a in 0..kd {
+                                    pass(acc, cb, a, 0, kh, xbk);
+                                }
+                            }
+                        }
+                    } else {
+                        for cb in 0..ncb {
+                            for a in 0..kd {
+                                let mut b0 = 0;
+                                while b0 < kh {
+                                    let nr = rows_per_pass.min(kh - b0);
+                                    for xbk in 0..nxb {
+                                        pass(acc, cb, a, b0, nr, xbk);
+                                    }
+                                    b0 += nr;
+                                }
+                            }
+                        }
+                    }
                     for ol in 0..ot {
                         let o = ob * ot + ol;
                         if o >= g.o {
                             break;
                         }
-                        // SAFETY: row (z0 + zl, yy), columns x0 .. x0 + np of output channel o belong to
-                        // this task only (tasks differ in (z, y, ob)); all indices are inside y.
-                        unsafe {
-                            let d = yp
-                                .ptr()
-                                .add((b * g.o + o) * osp + ((z0 + zl) * oh + yy) * ow + x0);
-                            for pp in 0..np {
-                                *d.add(pp) = tile[pp][ol];
-                            }
-                        }
-                    }
-                }
-                if act.is_some() {
-                    for o in ob * ot..((ob + 1) * ot).min(g.o) {
-                        // SAFETY: row (z0 + zl, yy) of channel o was written by this task only (above).
+                        // SAFETY: row (z0 + zl, yy) of output channel o belongs to this task only (tasks
+                        // differ in (z, y, ob)); all indices are inside y.
                         let r = unsafe {
                             std::slice::from_raw_parts_mut(
                                 yp.ptr()
@@ -204,64 +246,54 @@ fn run<const P: usize, const OV: usize>(
                                 ow,
                             )
                         };
-                        epilogue(r, act);
+                        for (xx, v) in r.iter_mut().enumerate() {
+                            *v = acc[xx * ot + ol];
+                        }
+                        if act.is_some() {
+                            epilogue(r, act);
+                        }
                     }
-                }
-            });
+                },
+            );
             z0 += nz;
         }
     }
     y
 }
 
+/// `P` positions × `16·OV` output channels: `acc [P][16·OV]` (in and out) += the taps of `nr` kernel rows
+/// × `kw` columns over one 16-channel input block. `base` points at the first tap's first position; the
+/// weights of the pass are `[nr·kw][16 ci][16·OV o]` from `wt`.
 #[target_feature(enable = "avx512f")]
 unsafe fn micro<const P: usize, const OV: usize>(
-    xb: *const f32,
-    cstride: usize,
-    ncb: usize,
-    wblk: *const f32,
-    bias: &[f32],
-    g: &Geom,
-    plane: usize,
-    row: usize,
-    zl: usize,
-    yy: usize,
-    x0: usize,
-    tile: &mut [[f32; 64]; 24],
+    base: *const f32,
+    row_step: usize,
+    col_step: usize,
+    nr: usize,
+    kw: usize,
+    wt: *const f32,
+    acc_io: *mut f32,
 ) {
-    let [kd, kh, kw] = g.k;
-    let kt = kd * kh * kw;
     let ot = OV * 16;
     let mut acc = [[_mm512_setzero_ps(); OV]; P];
-    for v in 0..OV {
-        let bv = _mm512_loadu_ps(bias.as_ptr().add(v * 16));
-        for p in 0..P {
-            acc[p][v] = bv;
+    for p in 0..P {
+        for v in 0..OV {
+            acc[p][v] = _mm512_loadu_ps(acc_io.add(p * ot + v * 16));
         }
     }
-    for cb in 0..ncb {
-        let xc = xb.add(cb * cstride);
-        for a in 0..kd {
-            for bb in 0..kh {
-                for c in 0..kw {
-                    let t = (a * kh + bb) * kw + c;
-                    let base = xc.add(
-                        (zl + a * g.d[0]) * plane
-                            + (yy + bb * g.d[1]) * row
-                            + (x0 + c * g.d[2]) * CB,
-                    );
-                    let wt = wblk.add((cb * kt + t) * CB * ot);
-                    for cl in 0..CB {
-                        let mut wv = [_mm512_setzero_ps(); OV];
-                        for v in 0..OV {
-                            wv[v] = _mm512_loadu_ps(wt.add(cl * ot + v * 16));
-                        }
-                        for p in 0..P {
-                            let s = _mm512_set1_ps(*base.add(p * CB + cl));
-                            for v in 0..OV {
-                                acc[p][v] = _mm512_fmadd_ps(wv[v], s, acc[p][v]);
-                            }
-                        }
+    for r in 0..nr {
+        for c in 0..kw {
+            let xs = base.add(r * row_step + c * col_step);
+            let wtap = wt.add((r * kw + c) * CB * ot);
+            for cl in 0..CB {
+                let mut wv = [_mm512_setzero_ps(); OV];
+                for v in 0..OV {
+                    wv[v] = _mm512_loadu_ps(wtap.add(cl * ot + v * 16));
+                }
+                for p in 0..P {
+                    let s = _mm512_set1_ps(*xs.add(p * CB + cl));
+                    for v in 0..OV {
+                        acc[p][v] = _mm512_fmadd_ps(wv[v], s, acc[p][v]);
                     }
                 }
             }
@@ -269,7 +301,7 @@ unsafe fn micro<const P: usize, const OV: usize>(
     }
     for p in 0..P {
         for v in 0..OV {
-            _mm512_storeu_ps(tile[p].as_mut_ptr().add(v * 16), acc[p][v]);
+            _mm512_storeu_ps(acc_io.add(p * ot + v * 16), acc[p][v]);
         }
     }
 }
