@@ -17,6 +17,7 @@
 //! is directly a `[1, 1, X, Y, Z]` tensor, exactly as MONAI sees a NIfTI image; geometry is named by space
 //! (`ras_from_ijk`) and units are in names (`spacing_mm`).
 
+pub mod alloc;
 pub mod error;
 pub mod infer;
 pub mod job;

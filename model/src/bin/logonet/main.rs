@@ -16,6 +16,10 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
+/// Keeps freed activation buffers for the next layer and window (`logonet::alloc`).
+#[global_allocator]
+static ALLOC: logonet::alloc::BlockCache = logonet::alloc::BlockCache::new();
+
 /// LoGoNet Studio command line: inspect and convert CT/MRI volumes, segment them with LoGoNet, evaluate,
 /// train, pre-train and benchmark.
 #[derive(Parser, Debug)]
