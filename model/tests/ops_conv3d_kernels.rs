@@ -165,8 +165,52 @@ fn depthwise_kernel_with_epilogue() {
     ];
     for (i, (x, w, p)) in cases.into_iter().enumerate() {
         check(x, w, p, ConvKernel::Depthwise, 600 + 3 * i as u64);
+        check(x, w, p, ConvKernel::DepthwisePadded, 650 + 3 * i as u64);
+        check(x, w, p, ConvKernel::DepthwiseMasked, 680 + 3 * i as u64);
         check(x, w, p, ConvKernel::Auto, 700 + 3 * i as u64);
         check(x, w, p, ConvKernel::Generic, 800 + 3 * i as u64);
+    }
+}
+
+/// Both depthwise kernels (the zero-padded copy and the masked one) forced on edge geometries: rows of
+/// 1, 17, 37, 53 and 70 columns (one to three vectors per chunk, partial last vectors, two chunks), D and H
+/// smaller than the kernel, padding 0, padding larger than the kernel's reach, dilations along each axis,
+/// anisotropic kernels, 1×1×1, a channel multiplier, 20 channels and two samples; and a case with planes
+/// wide enough that the padded kernel splits the depth into two slabs (halo planes copied twice).
+#[test]
+fn depthwise_padded_and_masked_kernels_edge_geometries() {
+    let p = |pad: [usize; 3], d: [usize; 3], g: usize| Conv3dParams {
+        stride: [1; 3],
+        padding: pad,
+        dilation: d,
+        groups: g,
+    };
+    let cases = [
+        ([1, 3, 2, 3, 17], [3, 1, 5, 5, 5], p([2; 3], [1; 3], 3)),
+        ([2, 20, 5, 6, 37], [20, 1, 3, 3, 3], p([1; 3], [1; 3], 20)),
+        ([1, 2, 7, 9, 53], [2, 1, 5, 5, 5], p([0; 3], [1; 3], 2)),
+        (
+            [1, 2, 6, 8, 70],
+            [4, 1, 3, 5, 7],
+            p([1, 2, 3], [2, 1, 1], 2),
+        ),
+        (
+            [1, 2, 5, 11, 1],
+            [2, 1, 3, 7, 1],
+            p([4, 9, 0], [1, 3, 1], 2),
+        ),
+        ([1, 3, 4, 4, 19], [3, 1, 1, 1, 1], p([0; 3], [1; 3], 3)),
+        ([1, 1, 9, 13, 40], [1, 1, 7, 7, 7], p([9; 3], [3; 3], 1)),
+        (
+            [1, 2, 3, 5, 23],
+            [2, 1, 2, 4, 6],
+            p([3, 4, 5], [1, 1, 2], 2),
+        ),
+        ([1, 2, 6, 90, 520], [2, 1, 5, 5, 5], p([2; 3], [1; 3], 2)),
+    ];
+    for (i, (x, w, p)) in cases.into_iter().enumerate() {
+        check(x, w, p, ConvKernel::DepthwisePadded, 1000 + 3 * i as u64);
+        check(x, w, p, ConvKernel::DepthwiseMasked, 1100 + 3 * i as u64);
     }
 }
 

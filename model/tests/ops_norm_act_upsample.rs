@@ -206,6 +206,73 @@ fn layer_norms_match_reference() {
     );
 }
 
+/// The f32 token LayerNorm (AVX-512 kernels for C ≤ 64, the generic loops above): forward and the gradients
+/// of `Σ y·r` for x, weight and bias in f32 against the f64 reference, for channel counts of one partial
+/// vector, exact vectors, a partial last vector, the largest in-register row and one past it; rows spanning
+/// several parallel tasks, a large mean (centred variance) on some rows.
+#[test]
+fn layer_norm_last_f32_matches_reference() {
+    for (i, c) in [1usize, 7, 16, 32, 45, 64, 65].into_iter().enumerate() {
+        let rows = 613;
+        let seed = 900 + 10 * i as u64;
+        let xv: Vec<f64> = rand_vec(rows * c, seed)
+            .iter()
+            .enumerate()
+            .map(|(k, v)| {
+                let off = if (k / c) % 5 == 0 { 30.0 } else { 0.2 };
+                (2.0 * v + off) as f32 as f64
+            })
+            .collect();
+        let wv: Vec<f64> = rand_vec(c, seed + 1)
+            .iter()
+            .map(|v| (v + 1.0) as f32 as f64)
+            .collect();
+        let bv: Vec<f64> = rand_vec(c, seed + 2)
+            .iter()
+            .map(|v| *v as f32 as f64)
+            .collect();
+        let r = t(&rand_vec(rows * c, seed + 3), &[rows, c]);
+        let run = |dt: DType, fast: bool| {
+            let vars = [
+                Var::from_tensor(&t(&xv, &[rows, c]).to_dtype(dt).unwrap()).unwrap(),
+                Var::from_tensor(&t(&wv, &[c]).to_dtype(dt).unwrap()).unwrap(),
+                Var::from_tensor(&t(&bv, &[c]).to_dtype(dt).unwrap()).unwrap(),
+            ];
+            let (x, w, b) = (
+                vars[0].as_tensor(),
+                vars[1].as_tensor(),
+                vars[2].as_tensor(),
+            );
+            let y = if fast {
+                ops::layer_norm_last(x, w, b, 1e-5).unwrap()
+            } else {
+                reference::layer_norm_last(x, w, b, 1e-5).unwrap()
+            };
+            let gs = (&y * r.to_dtype(dt).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let grads: Vec<Vec<f64>> = vars
+                .iter()
+                .map(|v| vals(gs.get(v.as_tensor()).unwrap()))
+                .collect();
+            (vals(&y), grads)
+        };
+        let (y32, g32) = run(DType::F32, true);
+        let (y64, g64) = run(DType::F64, false);
+        let d = max_diff(&y32, &y64);
+        assert!(d < 5e-5, "c={c}: f32 forward diff {d}");
+        // dx is O(1); dweight/dbias are sums over `rows` products of O(1) values.
+        for (k, (a, b)) in g32.iter().zip(&g64).enumerate() {
+            let tol = if k == 0 { 1e-4 } else { 1e-5 * rows as f64 };
+            let d = max_diff(a, b);
+            assert!(d < tol, "c={c}: f32 grad of input {k} differs by {d}");
+        }
+    }
+}
+
 /// Odd sizes that split a channel into several parallel pieces (65 231 elements per channel, > 32 768) and
 /// waves of groups in the backward.
 #[test]

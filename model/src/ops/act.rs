@@ -48,16 +48,139 @@ pub(crate) trait ActElem: Elem {
 impl ActElem for f32 {
     #[inline(never)]
     fn gelu_fwd(x: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was just detected.
+            unsafe { gelu_avx512::fwd(x, y) };
+            return;
+        }
         for (y, &x) in y.iter_mut().zip(x) {
             *y = x * phi_f32(x).0;
         }
     }
     #[inline(never)]
     fn gelu_bwd(x: &[f32], g: &[f32], d: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was just detected.
+            unsafe { gelu_avx512::bwd(x, g, d) };
+            return;
+        }
         let c = FRAC_1_SQRT_2PI as f32;
         for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
             let (cdf, e) = phi_f32(x);
             *d = g * (cdf + x * c * e);
+        }
+    }
+}
+
+/// The f32 GELU kernels with AVX-512 intrinsics: the formula of [`phi_f32`] on 16 lanes with FMAs,
+/// `1/(1 + p·a)` as `vrcp14ps` plus one Newton step (relative error about 2⁻²⁸ instead of a 16-cycle divide)
+/// and `2ⁿ` by `vscalefps`; the row tail through masked loads and stores. (LLVM vectorises the scalar loops
+/// with 256-bit vectors, separate multiplies and adds, and a divide.)
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_op_in_unsafe_fn)]
+mod gelu_avx512 {
+    use super::FRAC_1_SQRT_2PI;
+    use std::arch::x86_64::*;
+
+    /// `(Φ(x), e^{−x²/2})` on 16 lanes.
+    #[inline(always)]
+    unsafe fn phi(x: __m512) -> (__m512, __m512) {
+        let one = _mm512_set1_ps(1.0);
+        let a = _mm512_mul_ps(
+            _mm512_abs_ps(x),
+            _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+        );
+        let den = _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), a, one);
+        let r = _mm512_rcp14_ps(den);
+        // One Newton step: t = r·(2 − den·r).
+        let t = _mm512_mul_ps(r, _mm512_fnmadd_ps(den, r, _mm512_set1_ps(2.0)));
+        let mut p = _mm512_fmadd_ps(t, _mm512_set1_ps(1.061_405_4), _mm512_set1_ps(-1.453_152_1));
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421_413_8));
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284_496_72));
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254_829_6));
+        p = _mm512_mul_ps(p, t);
+        // e^{−a²}: the Cephes polynomial of `elem::exp_f32`, 2ⁿ by vscalefps.
+        let z = _mm512_max_ps(
+            _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a),
+            _mm512_set1_ps(-87.3),
+        );
+        let n =
+            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
+                z,
+                _mm512_set1_ps(std::f32::consts::LOG2_E),
+                _mm512_set1_ps(0.5),
+            ));
+        let rr = _mm512_fmadd_ps(
+            n,
+            _mm512_set1_ps(2.121_944_4e-4),
+            _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), z),
+        );
+        let mut q = _mm512_fmadd_ps(
+            _mm512_set1_ps(1.987_569_2e-4),
+            rr,
+            _mm512_set1_ps(1.398_199_9e-3),
+        );
+        q = _mm512_fmadd_ps(q, rr, _mm512_set1_ps(8.333_452e-3));
+        q = _mm512_fmadd_ps(q, rr, _mm512_set1_ps(4.166_579_6e-2));
+        q = _mm512_fmadd_ps(q, rr, _mm512_set1_ps(1.666_666_5e-1));
+        q = _mm512_fmadd_ps(q, rr, _mm512_set1_ps(5e-1));
+        let e = _mm512_scalef_ps(
+            _mm512_fmadd_ps(_mm512_mul_ps(q, rr), rr, _mm512_add_ps(rr, one)),
+            n,
+        );
+        // ½·erfc(|x|/√2) = ½·poly·e; Φ(x) = 1 − that for x ≥ 0, that for x < 0.
+        let h = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), p), e);
+        let pos = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_setzero_ps());
+        (_mm512_mask_blend_ps(pos, h, _mm512_sub_ps(one, h)), e)
+    }
+
+    /// Lane mask of the last `n < 16` elements.
+    #[inline(always)]
+    fn tail(n: usize) -> u16 {
+        ((1u32 << n) - 1) as u16
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fwd(x: &[f32], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        let mut i = 0;
+        while i + 16 <= n {
+            let v = _mm512_loadu_ps(xp.add(i));
+            _mm512_storeu_ps(yp.add(i), _mm512_mul_ps(v, phi(v).0));
+            i += 16;
+        }
+        if i < n {
+            let m = tail(n - i);
+            let v = _mm512_maskz_loadu_ps(m, xp.add(i));
+            _mm512_mask_storeu_ps(yp.add(i), m, _mm512_mul_ps(v, phi(v).0));
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn bwd(x: &[f32], g: &[f32], d: &mut [f32]) {
+        let n = x.len().min(g.len()).min(d.len());
+        let (xp, gp, dp) = (x.as_ptr(), g.as_ptr(), d.as_mut_ptr());
+        let c = _mm512_set1_ps(FRAC_1_SQRT_2PI as f32);
+        let one = |v: __m512, gv: __m512| {
+            let (cdf, e) = phi(v);
+            _mm512_mul_ps(gv, _mm512_fmadd_ps(_mm512_mul_ps(v, c), e, cdf))
+        };
+        let mut i = 0;
+        while i + 16 <= n {
+            let (v, gv) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(gp.add(i)));
+            _mm512_storeu_ps(dp.add(i), one(v, gv));
+            i += 16;
+        }
+        if i < n {
+            let m = tail(n - i);
+            let (v, gv) = (
+                _mm512_maskz_loadu_ps(m, xp.add(i)),
+                _mm512_maskz_loadu_ps(m, gp.add(i)),
+            );
+            _mm512_mask_storeu_ps(dp.add(i), m, one(v, gv));
         }
     }
 }

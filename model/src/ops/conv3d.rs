@@ -248,7 +248,7 @@ fn as_f64_mut<T: Elem>(s: &mut [T]) -> Option<&mut [f64]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f64>(), s.len()) })
 }
 
-/// `LOGONET_CONV_KERNEL=pointwise|blocked|row|depthwise|single|generic` replaces the automatic forward kernel
+/// `LOGONET_CONV_KERNEL=pointwise|blocked|row|depthwise[-padded|-masked]|single|generic` replaces the automatic forward kernel
 /// choice (benchmarks; a kernel that does not apply falls back as in [`forward_with`]).
 fn env_kernel() -> Option<ConvKernel> {
     static K: std::sync::OnceLock<Option<ConvKernel>> = std::sync::OnceLock::new();
@@ -258,6 +258,8 @@ fn env_kernel() -> Option<ConvKernel> {
             "blocked" => ConvKernel::Blocked,
             "row" => ConvKernel::Row,
             "depthwise" => ConvKernel::Depthwise,
+            "depthwise-padded" => ConvKernel::DepthwisePadded,
+            "depthwise-masked" => ConvKernel::DepthwiseMasked,
             "single" => ConvKernel::Single,
             "generic" => ConvKernel::Generic,
             _ => return None,
@@ -354,8 +356,16 @@ pub(crate) fn forward_with<T: Elem>(
             if ((auto && g.s != [1, 1, 1]) || kernel == K::Single) && k::single::usable(g) {
                 return from_f32(k::single::forward(xf, wf, bf, g, act));
             }
-            if (auto || kernel == K::Depthwise) && g.cg == 1 && k::depthwise::usable(g) {
-                return from_f32(k::depthwise::forward(xf, wf, bf, g, act));
+            let dw_padded = match kernel {
+                K::DepthwiseMasked => Some(false),
+                K::DepthwisePadded => Some(true),
+                _ => None,
+            };
+            if (auto || kernel == K::Depthwise || dw_padded.is_some())
+                && g.cg == 1
+                && k::depthwise::usable(g)
+            {
+                return from_f32(k::depthwise::forward(xf, wf, bf, g, act, dw_padded));
             }
         }
     }
@@ -381,8 +391,12 @@ pub enum ConvKernel {
     Blocked,
     /// Row ("implicit GEMM") AVX-512 kernel (stride 1, ≥ 4 output channels per group).
     Row,
-    /// Register-blocked AVX-512 depthwise kernel.
+    /// Register-blocked AVX-512 depthwise kernels (the padded or the masked one, by geometry).
     Depthwise,
+    /// The depthwise kernel on a zero-padded copy of the input (every tap computed, no masks).
+    DepthwisePadded,
+    /// The depthwise kernel on the input as it is (masked loads, rows outside the input skipped).
+    DepthwiseMasked,
     /// AVX-512 kernel for one input channel, any stride (the strided patch embedding of the image).
     Single,
     /// im2col + `gemm` (dense/grouped) or direct loops (one input channel per group).

@@ -630,6 +630,11 @@ fn token_stats<T: Elem>(r: &[T], eps: f64) -> (T, T) {
 fn layer_fwd<T: Elem>(x: &[T], wb: &[T], v: &View, eps: f64) -> Vec<T> {
     let (c, inner) = (v.c, v.inner);
     let (w, b) = (&wb[..c], &wb[c..2 * c]);
+    if inner == 1
+        && let Some(y) = tokens_fwd(x, wb, c, eps)
+    {
+        return y;
+    }
     let mut y = out_buf::<T>(v.len());
     if inner == 1 {
         // Tokens [outer, C]: rows of C contiguous values.
@@ -677,6 +682,11 @@ fn layer_fwd<T: Elem>(x: &[T], wb: &[T], v: &View, eps: f64) -> Vec<T> {
 /// Backward of the Layer view: `[dx; dw; db]`.
 fn layer_bwd<T: Elem>(x: &[T], wb: &[T], g: &[T], v: &View, eps: f64) -> Vec<T> {
     let (c, inner, len) = (v.c, v.inner, v.len());
+    if inner == 1
+        && let Some(out) = tokens_bwd(x, wb, g, c, eps)
+    {
+        return out;
+    }
     let w = &wb[..c];
     let rc = T::from_f64(1.0 / c as f64);
     let mut out = out_buf::<T>(len + 2 * c);
@@ -881,5 +891,263 @@ impl CustomOp3 for LayerNormBwdOp {
         }
         let st = dispatch_float!(s1, "layer-norm-bwd", go(self, s1, l1, s2, l2, s3, l3))?;
         Ok((st, Shape::from(self.view.len() + 2 * self.view.c)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// LayerNorm over the last axis of f32 tokens `[rows, C]`, `C ≤ 64`: AVX-512 kernels with the row in registers.
+
+/// Largest C the token kernels keep in registers (4 zmm).
+#[cfg(target_arch = "x86_64")]
+const TOKEN_MAX_C: usize = 64;
+
+/// Token rows per parallel task (dweight/dbias partial sums stay in f32 over one task, like the generic path).
+#[cfg(target_arch = "x86_64")]
+const TOKEN_ROWS: usize = 256;
+
+/// Reinterprets `s` as `&[f32]` when `T` is f32.
+fn as_f32<T: Elem>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (checked by TypeId), so the slice is reinterpreted as itself.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// Moves an f32 vector into `Vec<T>` when `T` is f32 (`None` otherwise).
+fn into_t<T: Elem>(v: Vec<f32>) -> Option<Vec<T>> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| {
+        let mut v = std::mem::ManuallyDrop::new(v);
+        // SAFETY: T is f32 (checked by TypeId): same layout, pointer, length and capacity.
+        unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
+    })
+}
+
+/// Whether the AVX-512 token kernels take a `[rows, c]` LayerNorm.
+#[cfg(target_arch = "x86_64")]
+fn tokens_avx512(c: usize) -> bool {
+    (1..=TOKEN_MAX_C).contains(&c) && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Forward of the token LayerNorm in f32, or `None` where the AVX-512 kernel does not apply.
+fn tokens_fwd<T: Elem>(x: &[T], wb: &[T], c: usize, eps: f64) -> Option<Vec<T>> {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(x), Some(wb)) = (as_f32(x), as_f32(wb))
+        && tokens_avx512(c)
+    {
+        return into_t(tokens_avx512::forward(x, wb, c, eps as f32));
+    }
+    let _ = (x, wb, c, eps);
+    None
+}
+
+/// Backward (`[dx; dw; db]`) of the token LayerNorm in f32, or `None` where the AVX-512 kernel does not apply.
+fn tokens_bwd<T: Elem>(x: &[T], wb: &[T], g: &[T], c: usize, eps: f64) -> Option<Vec<T>> {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(x), Some(wb), Some(g)) = (as_f32(x), as_f32(wb), as_f32(g))
+        && tokens_avx512(c)
+    {
+        return into_t(tokens_avx512::backward(x, wb, g, c, eps as f32));
+    }
+    let _ = (x, wb, g, c, eps);
+    None
+}
+
+/// Token LayerNorm kernels: one row of `C ≤ 64` channels is `NV ≤ 4` zmm vectors (the last one masked), read
+/// once; mean and variance are two in-register reductions (the variance from the centred values), the
+/// output or the input gradient is written in the same visit. The backward's two row reductions
+/// (`Σ g·w`, `Σ g·w·x̂`) are independent and share the visit; `dweight`/`dbias` are accumulated in registers
+/// over a task's rows and moved to f64 once per task.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_op_in_unsafe_fn)]
+mod tokens_avx512 {
+    use super::super::elem::{SharedMut, out_buf};
+    use super::TOKEN_ROWS;
+    use rayon::prelude::*;
+    use std::arch::x86_64::*;
+
+    const L: usize = 16;
+
+    /// Load masks of the `NV` vectors of a row of `c` channels.
+    fn masks<const NV: usize>(c: usize) -> [u16; NV] {
+        std::array::from_fn(|j| {
+            let n = c.saturating_sub(j * L).min(L);
+            if n == L { u16::MAX } else { (1u16 << n) - 1 }
+        })
+    }
+
+    /// Mean and `1/sqrt(var + eps)` of a row held in `v` (lanes past C are zero), and the centred row.
+    #[inline(always)]
+    unsafe fn row_stats<const NV: usize>(
+        v: &[__m512; NV],
+        mk: &[u16; NV],
+        rc: f32,
+        eps: f32,
+    ) -> ([__m512; NV], __m512) {
+        let mut s = v[0];
+        for j in 1..NV {
+            s = _mm512_add_ps(s, v[j]);
+        }
+        let m = _mm512_set1_ps(_mm512_reduce_add_ps(s) * rc);
+        let d: [__m512; NV] = std::array::from_fn(|j| _mm512_maskz_sub_ps(mk[j], v[j], m));
+        let mut q = _mm512_mul_ps(d[0], d[0]);
+        for j in 1..NV {
+            q = _mm512_fmadd_ps(d[j], d[j], q);
+        }
+        let var = _mm512_reduce_add_ps(q) * rc;
+        (d, _mm512_set1_ps(1.0 / (var + eps).sqrt()))
+    }
+
+    pub(super) fn forward(x: &[f32], wb: &[f32], c: usize, eps: f32) -> Vec<f32> {
+        let mut y = out_buf::<f32>(x.len());
+        // SAFETY: AVX-512F checked by the caller (`tokens_avx512`); c ≤ 64 picks NV.
+        unsafe {
+            match c.div_ceil(L) {
+                1 => fwd::<1>(x, wb, c, eps, &mut y),
+                2 => fwd::<2>(x, wb, c, eps, &mut y),
+                3 => fwd::<3>(x, wb, c, eps, &mut y),
+                _ => fwd::<4>(x, wb, c, eps, &mut y),
+            }
+        }
+        y
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fwd<const NV: usize>(x: &[f32], wb: &[f32], c: usize, eps: f32, y: &mut [f32]) {
+        let rows = x.len() / c;
+        let mk = masks::<NV>(c);
+        let wv: [__m512; NV] =
+            std::array::from_fn(|j| _mm512_maskz_loadu_ps(mk[j], wb[j * L..].as_ptr()));
+        let bv: [__m512; NV] =
+            std::array::from_fn(|j| _mm512_maskz_loadu_ps(mk[j], wb[c + j * L..].as_ptr()));
+        let rc = 1.0 / c as f32;
+        let (xp, yp) = (x.as_ptr() as usize, SharedMut(y.as_mut_ptr()));
+        (0..rows.div_ceil(TOKEN_ROWS))
+            .into_par_iter()
+            .for_each(|t| {
+                let xp = xp as *const f32;
+                for r in t * TOKEN_ROWS..((t + 1) * TOKEN_ROWS).min(rows) {
+                    // SAFETY: AVX-512F (see `forward`); row r lies inside x and y (masked tail); each task
+                    // writes its own rows only.
+                    unsafe {
+                        let (xr, yr) = (xp.add(r * c), yp.ptr().add(r * c));
+                        let v: [__m512; NV] =
+                            std::array::from_fn(|j| _mm512_maskz_loadu_ps(mk[j], xr.add(j * L)));
+                        let (d, inv) = row_stats(&v, &mk, rc, eps);
+                        for j in 0..NV {
+                            let s = _mm512_mul_ps(inv, wv[j]);
+                            _mm512_mask_storeu_ps(
+                                yr.add(j * L),
+                                mk[j],
+                                _mm512_fmadd_ps(d[j], s, bv[j]),
+                            );
+                        }
+                    }
+                }
+            });
+    }
+
+    pub(super) fn backward(x: &[f32], wb: &[f32], g: &[f32], c: usize, eps: f32) -> Vec<f32> {
+        let mut out = out_buf::<f32>(x.len() + 2 * c);
+        // SAFETY: AVX-512F checked by the caller (`tokens_avx512`); c ≤ 64 picks NV.
+        let dwb = unsafe {
+            match c.div_ceil(L) {
+                1 => bwd::<1>(x, wb, g, c, eps, &mut out),
+                2 => bwd::<2>(x, wb, g, c, eps, &mut out),
+                3 => bwd::<3>(x, wb, g, c, eps, &mut out),
+                _ => bwd::<4>(x, wb, g, c, eps, &mut out),
+            }
+        };
+        let len = x.len();
+        for (o, d) in out[len..].iter_mut().zip(&dwb) {
+            *o = *d as f32;
+        }
+        out
+    }
+
+    /// Writes `dx` into `out[..len]` and returns `[Σ g·x̂; Σ g]` per channel in f64.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn bwd<const NV: usize>(
+        x: &[f32],
+        wb: &[f32],
+        g: &[f32],
+        c: usize,
+        eps: f32,
+        out: &mut [f32],
+    ) -> Vec<f64> {
+        let rows = x.len() / c;
+        let mk = masks::<NV>(c);
+        let wv: [__m512; NV] =
+            std::array::from_fn(|j| _mm512_maskz_loadu_ps(mk[j], wb[j * L..].as_ptr()));
+        let rc = 1.0 / c as f32;
+        let (xp, gp, dxp) = (
+            x.as_ptr() as usize,
+            g.as_ptr() as usize,
+            SharedMut(out.as_mut_ptr()),
+        );
+        let parts: Vec<Vec<f64>> = (0..rows.div_ceil(TOKEN_ROWS))
+            .into_par_iter()
+            .fold(
+                || vec![0f64; 2 * c],
+                |mut acc, t| {
+                    let (xp, gp) = (xp as *const f32, gp as *const f32);
+                    let mut dw = [_mm512_setzero_ps(); NV];
+                    let mut db = [_mm512_setzero_ps(); NV];
+                    for r in t * TOKEN_ROWS..((t + 1) * TOKEN_ROWS).min(rows) {
+                        // SAFETY: AVX-512F (see `backward`); row r lies inside x, g and dx (masked tail);
+                        // each task writes its own rows only.
+                        unsafe {
+                            let (xr, gr, dr) = (xp.add(r * c), gp.add(r * c), dxp.ptr().add(r * c));
+                            let v: [__m512; NV] = std::array::from_fn(|j| {
+                                _mm512_maskz_loadu_ps(mk[j], xr.add(j * L))
+                            });
+                            let gv: [__m512; NV] = std::array::from_fn(|j| {
+                                _mm512_maskz_loadu_ps(mk[j], gr.add(j * L))
+                            });
+                            let (d, inv) = row_stats(&v, &mk, rc, eps);
+                            let xh: [__m512; NV] =
+                                std::array::from_fn(|j| _mm512_mul_ps(d[j], inv));
+                            let gw: [__m512; NV] =
+                                std::array::from_fn(|j| _mm512_mul_ps(gv[j], wv[j]));
+                            let mut s1 = gw[0];
+                            let mut s2 = _mm512_mul_ps(gw[0], xh[0]);
+                            for j in 1..NV {
+                                s1 = _mm512_add_ps(s1, gw[j]);
+                                s2 = _mm512_fmadd_ps(gw[j], xh[j], s2);
+                            }
+                            for j in 0..NV {
+                                dw[j] = _mm512_fmadd_ps(gv[j], xh[j], dw[j]);
+                                db[j] = _mm512_add_ps(db[j], gv[j]);
+                            }
+                            let p1 = _mm512_set1_ps(_mm512_reduce_add_ps(s1) * rc);
+                            let p2 = _mm512_set1_ps(_mm512_reduce_add_ps(s2) * rc);
+                            for j in 0..NV {
+                                // dx = inv·(g·w − mean(g·w) − x̂·mean(g·w·x̂))
+                                let t = _mm512_sub_ps(gw[j], _mm512_fmadd_ps(xh[j], p2, p1));
+                                _mm512_mask_storeu_ps(dr.add(j * L), mk[j], _mm512_mul_ps(inv, t));
+                            }
+                        }
+                    }
+                    let mut tmp = [0f32; 4 * L];
+                    for (j, (a, b)) in dw.iter().zip(&db).enumerate() {
+                        // SAFETY: tmp holds 4 vectors; the lanes past c are zero and not read back.
+                        unsafe {
+                            _mm512_storeu_ps(tmp.as_mut_ptr(), *a);
+                            _mm512_storeu_ps(tmp[L..].as_mut_ptr(), *b);
+                        }
+                        for l in 0..L.min(c.saturating_sub(j * L)) {
+                            acc[j * L + l] += tmp[l] as f64;
+                            acc[c + j * L + l] += tmp[L + l] as f64;
+                        }
+                    }
+                    acc
+                },
+            )
+            .collect();
+        let mut dwb = vec![0f64; 2 * c];
+        for p in parts {
+            for (d, s) in dwb.iter_mut().zip(&p) {
+                *d += s;
+            }
+        }
+        dwb
     }
 }
