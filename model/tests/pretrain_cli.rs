@@ -85,7 +85,7 @@ fn pretrain_fits_saves_reuses_and_feeds_train_init() {
         "--crops-per-volume",
         "2",
         "--epochs",
-        "6",
+        "12",
         "--lr",
         "1e-3",
         "--seed",
@@ -120,7 +120,7 @@ fn pretrain_fits_saves_reuses_and_feeds_train_init() {
     assert_eq!(ks.len(), 2);
     assert!(ks.iter().all(|&k| (3..=6).contains(&k)), "{ks:?}");
     let steps: Vec<f64> = serde_json::from_value(log["step_losses"].clone()).expect("steps");
-    assert_eq!(steps.len(), 12);
+    assert_eq!(steps.len(), 24);
     assert!(
         steps.iter().all(|l| l.is_finite() && *l >= 0.0),
         "{steps:?}"
@@ -131,11 +131,18 @@ fn pretrain_fits_saves_reuses_and_feeds_train_init() {
         .iter()
         .map(|e| e["mean_loss"].as_f64().expect("loss"))
         .collect();
-    assert_eq!(epochs.len(), 6);
+    assert_eq!(epochs.len(), 12);
     // Loss starts near ln(class slots) (logits start small) and falls when the tiny net fits 4 crops.
     let class_slots = *ks.iter().max().expect("k") as f64;
     assert!((epochs[0] - class_slots.ln()).abs() < 1.0, "{epochs:?}");
-    assert!(epochs[5] < epochs[0], "loss did not fall: {epochs:?}");
+    // Single epochs are noisy (2 steps of 2 crops, and rayon's 2-thread sums make runs differ in the last
+    // bits): six epochs once ended above the first. Over 12 epochs the loss falls steadily (1.611 -> 1.56
+    // in a run at lr 1e-3), so compare the means of the first and last three.
+    let mean3 = |e: &[f64]| e.iter().sum::<f64>() / e.len() as f64;
+    assert!(
+        mean3(&epochs[9..]) < mean3(&epochs[..3]),
+        "loss did not fall: {epochs:?}"
+    );
 
     let ck =
         candle_core::safetensors::load(out.join("pretrain.safetensors"), &candle_core::Device::Cpu)
