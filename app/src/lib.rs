@@ -16,6 +16,7 @@
 
 pub mod actions;
 pub mod backend;
+pub mod bench;
 pub mod jobs;
 pub mod menu;
 pub mod panels;
@@ -144,14 +145,11 @@ struct BenchState {
     eframe_cpu_ms: Vec<f64>,
     profiles: Vec<FrameProfile>,
     last: Option<Instant>,
+    /// CPU time of every thread of the process when the first measured frame started.
+    threads_at_start: std::collections::BTreeMap<u32, (String, f64)>,
 }
 
-/// CPU time of the calling thread in ms, from `/proc/thread-self/schedstat` (Linux); `None` elsewhere.
-pub fn thread_cpu_ms() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
-    Some(ns * 1e-6)
-}
+pub use bench::thread_cpu_ms;
 
 /// The program.
 pub struct StudioApp {
@@ -219,6 +217,7 @@ impl StudioApp {
             eframe_cpu_ms: Vec::new(),
             profiles: Vec::new(),
             last: None,
+            threads_at_start: Default::default(),
         });
         let mut app = Self {
             doc: None,
@@ -736,6 +735,8 @@ impl StudioApp {
             if let Some(c) = eframe_cpu_ms {
                 b.eframe_cpu_ms.push(c);
             }
+        } else {
+            b.threads_at_start = bench::process_threads_cpu_ms();
         }
         b.last = Some(now);
         if let Some(doc) = &self.doc {
@@ -753,15 +754,21 @@ impl StudioApp {
             );
             println!(
                 "bench: ui (CPU, incl. slice render + texture update): {}",
-                stats(&mut b.ui_ms)
+                bench::stats(&mut b.ui_ms)
             );
             println!(
                 "bench: frame interval (incl. GPU/present): {}",
-                stats(&mut b.frame_ms)
+                bench::stats(&mut b.frame_ms)
+            );
+            println!(
+                "bench: frame interval under {} ms: {:.1}% of {} frames",
+                bench::TARGET_MS,
+                100.0 * bench::fraction_under(&b.frame_ms, bench::TARGET_MS),
+                b.frame_ms.len()
             );
             println!(
                 "bench: eframe CPU per frame (ui + tessellate + paint, vsync excluded): {}",
-                stats(&mut b.eframe_cpu_ms)
+                bench::stats(&mut b.eframe_cpu_ms)
             );
             type Stage = (&'static str, fn(&FrameProfile) -> f64);
             let stages: [Stage; 10] = [
@@ -780,7 +787,15 @@ impl StudioApp {
             ];
             for (name, get) in stages {
                 let mut v: Vec<f64> = b.profiles.iter().map(get).collect();
-                println!("bench: stage {name}: {}", stats(&mut v));
+                println!("bench: stage {name}: {}", bench::stats(&mut v));
+            }
+            let threads = bench::cpu_per_frame_by_thread(
+                &b.threads_at_start,
+                &bench::process_threads_cpu_ms(),
+                b.frame_ms.len(),
+            );
+            for (name, ms) in threads.iter().take(8) {
+                println!("bench: CPU per frame, thread {name}: {ms:.2} ms");
             }
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             self.bench = None;
@@ -909,21 +924,6 @@ impl eframe::App for StudioApp {
         self.eframe_cpu_ms = frame.info().cpu_usage.map(|s| s as f64 * 1e3);
         self.ui_frame(ui);
     }
-}
-
-fn stats(v: &mut [f64]) -> String {
-    if v.is_empty() {
-        return "no samples".into();
-    }
-    v.sort_by(f64::total_cmp);
-    let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    format!(
-        "mean {mean:.2} ms, median {:.2} ms, p95 {:.2} ms, max {:.2} ms",
-        pick(0.5),
-        pick(0.95),
-        pick(1.0)
-    )
 }
 
 fn file_name(p: &Path) -> String {
