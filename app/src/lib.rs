@@ -64,6 +64,11 @@ pub struct StartOptions {
     pub compare: bool,
     /// Start with the metrics table open.
     pub metrics: bool,
+    /// The renderer clears the window to the panel colour before painting (eframe does, with
+    /// [`StudioApp::clear_color`]), so the menu, status and side panels leave their background to the clear
+    /// instead of painting it: a software rasteriser (llvmpipe) then shades about a quarter fewer pixels a
+    /// frame. Off in tests, whose renderer clears to transparent.
+    pub cleared_background: bool,
 }
 
 /// Result of a load job (one value per job, so the size difference between variants does not matter).
@@ -823,16 +828,41 @@ impl StudioApp {
         self.handle_dropped_files(&ctx);
         profile.jobs_ms = split();
 
-        egui::Panel::top("menu_bar").show(ui, |ui| menu::menu_bar_ui(ui, self));
+        let panel_frame = egui::Frame::side_top_panel(ui.style());
+        let panel_frame = if self.options.cleared_background {
+            panel_frame.fill(egui::Color32::TRANSPARENT)
+        } else {
+            panel_frame
+        };
+        egui::Panel::top("menu_bar")
+            .frame(panel_frame)
+            .show(ui, |ui| menu::menu_bar_ui(ui, self));
         if !self.messages.is_empty() {
-            egui::Panel::top("messages").show(ui, |ui| panels::windows::messages_ui(ui, self));
+            egui::Panel::top("messages")
+                .frame(panel_frame)
+                .show(ui, |ui| panels::windows::messages_ui(ui, self));
         }
-        egui::Panel::bottom("status_bar").show(ui, |ui| panels::status::status_ui(ui, self));
+        egui::Panel::bottom("status_bar")
+            .frame(panel_frame)
+            .show(ui, |ui| panels::status::status_ui(ui, self));
         profile.bars_ms = split();
         egui::Panel::left("sidebar")
+            .frame(panel_frame)
             .default_size(290.0)
             .resizable(true)
-            .show(ui, |ui| panels::sidebar::sidebar_ui(ui, self));
+            .show(ui, |ui| {
+                if self.options.cleared_background {
+                    // Tell the widgets inside what the (cleared, unpainted) background is: the sidebar's
+                    // scroll area fades its edges into it.
+                    let fill = egui::Frame::NONE.fill(ui.visuals().panel_fill);
+                    let info = egui::UiStackInfo::default().with_frame(fill);
+                    ui.scope_builder(egui::UiBuilder::new().ui_stack_info(info), |ui| {
+                        panels::sidebar::sidebar_ui(ui, self)
+                    });
+                } else {
+                    panels::sidebar::sidebar_ui(ui, self);
+                }
+            });
         profile.sidebar_ms = split();
         egui::CentralPanel::default().frame(egui::Frame::NONE).show(ui, |ui| {
             // The background is painted (under everything) once the views are laid out, and only where they
@@ -920,6 +950,11 @@ impl StudioApp {
 }
 
 impl eframe::App for StudioApp {
+    /// The panel colour, opaque: with `cleared_background` the clear paints the panels' background.
+    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
+        visuals.panel_fill.to_opaque().to_normalized_gamma_f32()
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.eframe_cpu_ms = frame.info().cpu_usage.map(|s| s as f64 * 1e3);
         self.ui_frame(ui);

@@ -94,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         no_bundled_model: false,
         compare: args.compare,
         metrics: args.metrics,
+        cleared_background: true,
     };
     let size = args.size;
     match args.renderer {
