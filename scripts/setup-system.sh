@@ -2,14 +2,15 @@
 # Installs the system packages LoGoNet Studio needs to build, test and run headless, when they are missing:
 #   xvfb + xauth          a virtual X display for the app on machines without one
 #   mesa-vulkan-drivers   lavapipe, the software Vulkan driver wgpu renders with (app, egui_kittest snapshots)
-#   libegl1 libgl1        Mesa EGL/GL, wgpu's fallback
+#   libegl1 libgl1        Mesa EGL/GL: the app's default renderer (glow), and wgpu's fallback
+#   libgl1-mesa-dri       llvmpipe, the software OpenGL driver the app renders with under Xvfb
 #   libxkbcommon-x11-0    keyboard handling for winit under X11
 #   cmake g++             build CharLS (the JPEG-LS codec of dicom-pixeldata's `charls` feature)
 # Rust itself: the toolchain pinned in rust-toolchain.toml (1.95.0) with rustfmt and clippy.
 set -euo pipefail
 
 need=()
-for pkg in xvfb xauth mesa-vulkan-drivers libegl1 libgl1 libxkbcommon-x11-0 cmake g++; do
+for pkg in xvfb xauth mesa-vulkan-drivers libegl1 libgl1 libgl1-mesa-dri libxkbcommon-x11-0 cmake g++; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -16,6 +16,7 @@
 
 pub mod actions;
 pub mod backend;
+pub mod bench;
 pub mod jobs;
 pub mod menu;
 pub mod panels;
@@ -63,6 +64,11 @@ pub struct StartOptions {
     pub compare: bool,
     /// Start with the metrics table open.
     pub metrics: bool,
+    /// The renderer clears the window to the panel colour before painting (eframe does, with
+    /// [`StudioApp::clear_color`]), so the menu, status and side panels leave their background to the clear
+    /// instead of painting it: a software rasteriser (llvmpipe) then shades about a quarter fewer pixels a
+    /// frame. Off in tests, whose renderer clears to transparent.
+    pub cleared_background: bool,
 }
 
 /// Result of a load job (one value per job, so the size difference between variants does not matter).
@@ -144,14 +150,11 @@ struct BenchState {
     eframe_cpu_ms: Vec<f64>,
     profiles: Vec<FrameProfile>,
     last: Option<Instant>,
+    /// CPU time of every thread of the process when the first measured frame started.
+    threads_at_start: std::collections::BTreeMap<u32, (String, f64)>,
 }
 
-/// CPU time of the calling thread in ms, from `/proc/thread-self/schedstat` (Linux); `None` elsewhere.
-pub fn thread_cpu_ms() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
-    Some(ns * 1e-6)
-}
+pub use bench::thread_cpu_ms;
 
 /// The program.
 pub struct StudioApp {
@@ -219,6 +222,7 @@ impl StudioApp {
             eframe_cpu_ms: Vec::new(),
             profiles: Vec::new(),
             last: None,
+            threads_at_start: Default::default(),
         });
         let mut app = Self {
             doc: None,
@@ -736,6 +740,8 @@ impl StudioApp {
             if let Some(c) = eframe_cpu_ms {
                 b.eframe_cpu_ms.push(c);
             }
+        } else {
+            b.threads_at_start = bench::process_threads_cpu_ms();
         }
         b.last = Some(now);
         if let Some(doc) = &self.doc {
@@ -753,15 +759,21 @@ impl StudioApp {
             );
             println!(
                 "bench: ui (CPU, incl. slice render + texture update): {}",
-                stats(&mut b.ui_ms)
+                bench::stats(&mut b.ui_ms)
             );
             println!(
                 "bench: frame interval (incl. GPU/present): {}",
-                stats(&mut b.frame_ms)
+                bench::stats(&mut b.frame_ms)
+            );
+            println!(
+                "bench: frame interval under {} ms: {:.1}% of {} frames",
+                bench::TARGET_MS,
+                100.0 * bench::fraction_under(&b.frame_ms, bench::TARGET_MS),
+                b.frame_ms.len()
             );
             println!(
                 "bench: eframe CPU per frame (ui + tessellate + paint, vsync excluded): {}",
-                stats(&mut b.eframe_cpu_ms)
+                bench::stats(&mut b.eframe_cpu_ms)
             );
             type Stage = (&'static str, fn(&FrameProfile) -> f64);
             let stages: [Stage; 10] = [
@@ -780,7 +792,15 @@ impl StudioApp {
             ];
             for (name, get) in stages {
                 let mut v: Vec<f64> = b.profiles.iter().map(get).collect();
-                println!("bench: stage {name}: {}", stats(&mut v));
+                println!("bench: stage {name}: {}", bench::stats(&mut v));
+            }
+            let threads = bench::cpu_per_frame_by_thread(
+                &b.threads_at_start,
+                &bench::process_threads_cpu_ms(),
+                b.frame_ms.len(),
+            );
+            for (name, ms) in threads.iter().take(8) {
+                println!("bench: CPU per frame, thread {name}: {ms:.2} ms");
             }
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             self.bench = None;
@@ -808,16 +828,41 @@ impl StudioApp {
         self.handle_dropped_files(&ctx);
         profile.jobs_ms = split();
 
-        egui::Panel::top("menu_bar").show(ui, |ui| menu::menu_bar_ui(ui, self));
+        let panel_frame = egui::Frame::side_top_panel(ui.style());
+        let panel_frame = if self.options.cleared_background {
+            panel_frame.fill(egui::Color32::TRANSPARENT)
+        } else {
+            panel_frame
+        };
+        egui::Panel::top("menu_bar")
+            .frame(panel_frame)
+            .show(ui, |ui| menu::menu_bar_ui(ui, self));
         if !self.messages.is_empty() {
-            egui::Panel::top("messages").show(ui, |ui| panels::windows::messages_ui(ui, self));
+            egui::Panel::top("messages")
+                .frame(panel_frame)
+                .show(ui, |ui| panels::windows::messages_ui(ui, self));
         }
-        egui::Panel::bottom("status_bar").show(ui, |ui| panels::status::status_ui(ui, self));
+        egui::Panel::bottom("status_bar")
+            .frame(panel_frame)
+            .show(ui, |ui| panels::status::status_ui(ui, self));
         profile.bars_ms = split();
         egui::Panel::left("sidebar")
+            .frame(panel_frame)
             .default_size(290.0)
             .resizable(true)
-            .show(ui, |ui| panels::sidebar::sidebar_ui(ui, self));
+            .show(ui, |ui| {
+                if self.options.cleared_background {
+                    // Tell the widgets inside what the (cleared, unpainted) background is: the sidebar's
+                    // scroll area fades its edges into it.
+                    let fill = egui::Frame::NONE.fill(ui.visuals().panel_fill);
+                    let info = egui::UiStackInfo::default().with_frame(fill);
+                    ui.scope_builder(egui::UiBuilder::new().ui_stack_info(info), |ui| {
+                        panels::sidebar::sidebar_ui(ui, self)
+                    });
+                } else {
+                    panels::sidebar::sidebar_ui(ui, self);
+                }
+            });
         profile.sidebar_ms = split();
         egui::CentralPanel::default().frame(egui::Frame::NONE).show(ui, |ui| {
             // The background is painted (under everything) once the views are laid out, and only where they
@@ -905,25 +950,15 @@ impl StudioApp {
 }
 
 impl eframe::App for StudioApp {
+    /// The panel colour, opaque: with `cleared_background` the clear paints the panels' background.
+    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
+        visuals.panel_fill.to_opaque().to_normalized_gamma_f32()
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.eframe_cpu_ms = frame.info().cpu_usage.map(|s| s as f64 * 1e3);
         self.ui_frame(ui);
     }
-}
-
-fn stats(v: &mut [f64]) -> String {
-    if v.is_empty() {
-        return "no samples".into();
-    }
-    v.sort_by(f64::total_cmp);
-    let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    format!(
-        "mean {mean:.2} ms, median {:.2} ms, p95 {:.2} ms, max {:.2} ms",
-        pick(0.5),
-        pick(0.95),
-        pick(1.0)
-    )
 }
 
 fn file_name(p: &Path) -> String {

@@ -1,7 +1,7 @@
 //! `logonet-studio`: starts the desktop program.
 //!
 //! `logonet-studio [--open IMAGE] [--gt LABELS] [--model BUNDLE] [--segment] [--screenshot PNG] [--compare]
-//! [--metrics] [--bench-frames N] [--phantom-dims IxJxK] [--size WxH]`
+//! [--metrics] [--bench-frames N] [--phantom-dims IxJxK] [--size WxH] [--renderer glow|wgpu]`
 
 use std::path::PathBuf;
 
@@ -42,6 +42,19 @@ struct Args {
     /// Window size in points, WxH.
     #[arg(long, default_value = "1280x800", value_parser = parse_size)]
     size: [f32; 2],
+    /// Renderer: glow (OpenGL) or wgpu (Vulkan, or OpenGL without a Vulkan driver). Default: glow, and wgpu
+    /// when OpenGL cannot start.
+    #[arg(long, value_enum)]
+    renderer: Option<RendererArg>,
+}
+
+/// Which eframe renderer draws the window.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RendererArg {
+    /// egui-wgpu: Vulkan when there is a Vulkan driver (lavapipe under Xvfb), else OpenGL.
+    Wgpu,
+    /// egui_glow: OpenGL through glutin (GLX/EGL; llvmpipe under Xvfb).
+    Glow,
 }
 
 fn parse_dims(s: &str) -> Result<[usize; 3], String> {
@@ -81,20 +94,42 @@ fn main() -> anyhow::Result<()> {
         no_bundled_model: false,
         compare: args.compare,
         metrics: args.metrics,
+        cleared_background: true,
     };
+    let size = args.size;
+    match args.renderer {
+        Some(renderer) => run(renderer, size, options),
+        // OpenGL first: under software rendering (Mesa's llvmpipe) egui_glow's fragment shader is about five
+        // times cheaper per pixel than egui-wgpu's (docs/APP.md, "Frame time"). Without OpenGL, wgpu.
+        None => run(RendererArg::Glow, size, options.clone()).or_else(|e| {
+            eprintln!("The OpenGL renderer could not start ({e:#}); trying wgpu.");
+            run(RendererArg::Wgpu, size, options)
+        }),
+    }
+}
+
+/// Opens the window with `renderer` and runs the app until it is closed.
+fn run(renderer: RendererArg, size: [f32; 2], options: StartOptions) -> anyhow::Result<()> {
     let mut wgpu_options = eframe::WgpuConfiguration::default();
+    let mut glow_options = eframe::egui_glow::GlowConfiguration::default();
     if options.bench_frames.is_some() {
         // Benchmarks measure our frame time, not the display's refresh rate.
         wgpu_options.surface.present_mode = eframe::wgpu::PresentMode::AutoNoVsync;
+        glow_options.vsync = false;
     }
     let native = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
-            .with_inner_size(args.size)
+            .with_inner_size(size)
             .with_title("LoGoNet Studio")
             .with_drag_and_drop(true),
         wgpu_options,
-        // The UI has no gradients to dither, and under software rendering (lavapipe) every instruction of the
-        // fragment shader is paid on each pixel of every frame.
+        glow_options,
+        renderer: match renderer {
+            RendererArg::Wgpu => eframe::Renderer::Wgpu,
+            RendererArg::Glow => eframe::Renderer::Glow,
+        },
+        // The UI has no gradients to dither, and under software rendering every instruction of the fragment
+        // shader is paid on each pixel of every frame.
         dithering: false,
         ..Default::default()
     };
@@ -103,5 +138,5 @@ fn main() -> anyhow::Result<()> {
         native,
         Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, options)))),
     )
-    .map_err(|e| anyhow::anyhow!("cannot start the window: {e}"))
+    .map_err(|e| anyhow::anyhow!("cannot start the window with the {renderer:?} renderer: {e}"))
 }

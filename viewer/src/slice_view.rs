@@ -583,6 +583,8 @@ pub struct RenderTimes {
     pub compose_ms: f64,
     /// Handing the image to egui (`TextureHandle::set`; the GPU copy happens when the frame is painted).
     pub upload_ms: f64,
+    /// Rows of slab planes copied from the volume by this render (the slab served and the one prefetched).
+    pub slab_rows: usize,
 }
 
 /// The blended colour of one label over every grey value, as the float formula
@@ -600,14 +602,23 @@ pub fn blend_row(color: [u8; 3], t: f32) -> [Color32; 256] {
 /// applied while reading, and labels are blended through a 256-entry table per visible label.
 ///
 /// When the slice axis is the contiguous one (axial slices of a volume stored with k fastest), every voxel of
-/// a slice lies on its own cache line, and so do the next 15 slices' voxels: the renderer then copies a slab of
-/// [`SLAB`] consecutive slices at once (the same memory traffic as one slice) and serves the following slices
-/// from it, so paging reads the volume once per [`SLAB`] slices.
+/// a slice lies on its own cache line, and so do the next slices' voxels: the renderer then serves slices from
+/// a slab of [`SLAB`] consecutive slices, copied plane by plane (the same memory traffic as one slice), so
+/// paging reads the volume once per [`SLAB`] slices. While it serves one slab it copies the next one (in the
+/// paging direction) a few rows per render, spread so that the copy is complete when paging reaches it: paging
+/// one slice per frame then never pays for a whole slab copy in one frame. A jump to another slab copies that
+/// slab at once (or what is left of it, if it was the one being prefetched).
 #[derive(Default)]
 pub struct SliceRenderer {
     grey: Vec<u8>,
     labels: Vec<u16>,
+    /// The slab slices are served from (always complete).
     slab: Option<Slab>,
+    /// The slab being copied ahead of paging (possibly incomplete), or spare buffers.
+    next: Option<Slab>,
+    /// The last slice rendered from a slab, with the slab's data identity (`first` ignored): the paging
+    /// direction.
+    last: Option<(SlabKey, usize)>,
     /// Per label value: 0 = not looked up yet, `HIDDEN` = not drawn, otherwise 1 + row in `rows`.
     slot: Vec<u32>,
     rows: Vec<[Color32; 256]>,
@@ -633,8 +644,96 @@ struct SlabKey {
 struct Slab {
     key: SlabKey,
     len: usize,
+    /// Rows (along the outer in-plane axis) copied so far; the slab is complete at `layout.outer`.
+    rows_done: usize,
     image: Vec<f32>,
     labels: Vec<u16>,
+}
+
+/// How a slab's planes are laid out: the in-plane axes in memory order, with their strides in the volume.
+#[derive(Clone, Copy, Debug)]
+struct SlabLayout {
+    outer: usize,
+    inner: usize,
+    s_outer: usize,
+    s_inner: usize,
+}
+
+/// Columns copied together: `SLAB_BLOCK` voxel columns of a slab stay in L1 while their values are written
+/// plane by plane, 64 bytes per plane at a time instead of 4.
+const SLAB_BLOCK: usize = 16;
+
+impl Slab {
+    /// Starts copying slab `key` (`len` slices) into these buffers (reused).
+    fn reset(&mut self, key: SlabKey, len: usize, layout: SlabLayout, with_labels: bool) {
+        let n = layout.outer * layout.inner;
+        self.key = key;
+        self.len = len;
+        self.rows_done = 0;
+        self.image.clear();
+        self.image.resize(len * n, 0.0);
+        self.labels.clear();
+        if with_labels {
+            self.labels.resize(len * n, 0);
+        }
+    }
+
+    fn empty(key: SlabKey) -> Self {
+        Slab {
+            key,
+            len: 0,
+            rows_done: 0,
+            image: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+
+    fn complete(&self, layout: SlabLayout) -> bool {
+        self.rows_done >= layout.outer
+    }
+
+    /// Copies up to `rows` more rows from the volume; returns how many it copied.
+    fn copy_rows(
+        &mut self,
+        data: &[f32],
+        labels: Option<&[u16]>,
+        layout: SlabLayout,
+        rows: usize,
+    ) -> usize {
+        let SlabLayout {
+            outer,
+            inner,
+            s_outer,
+            s_inner,
+        } = layout;
+        let n = outer * inner;
+        let len = self.len;
+        // Slabs are only used when the slice axis has stride 1: slice `first` starts at element `first`.
+        let start = self.key.first;
+        let begin = self.rows_done;
+        let end = (begin + rows).min(outer);
+        for vo in begin..end {
+            for vi0 in (0..inner).step_by(SLAB_BLOCK) {
+                let block = SLAB_BLOCK.min(inner - vi0);
+                let p0 = vo * inner + vi0;
+                let src0 = start + vo * s_outer + vi0 * s_inner;
+                for k in 0..len {
+                    let dst = &mut self.image[k * n + p0..k * n + p0 + block];
+                    for (b, d) in dst.iter_mut().enumerate() {
+                        *d = data[src0 + b * s_inner + k];
+                    }
+                    if let Some(l) = labels {
+                        let dst = &mut self.labels[k * n + p0..k * n + p0 + block];
+                        for (b, d) in dst.iter_mut().enumerate() {
+                            *d = l[src0 + b * s_inner + k];
+                        }
+                    }
+                }
+            }
+        }
+        self.rows_done = end;
+        end - begin
+    }
 }
 
 impl SliceRenderer {
@@ -676,46 +775,69 @@ impl SliceRenderer {
         };
         let slice = slice.min(dims[geometry.fixed].saturating_sub(1));
         let slab_plane = if strides[geometry.fixed] == 1 && dims[geometry.fixed] > 1 {
+            let layout = SlabLayout {
+                outer,
+                inner,
+                s_outer,
+                s_inner,
+            };
+            let label_data = labels.map(|l| l.data.as_slice());
+            let depth = dims[geometry.fixed];
             let first = slice - slice % SLAB;
-            let key = SlabKey {
+            let key_at = |first: usize| SlabKey {
                 image: data.as_ptr() as usize,
                 labels: labels.map(|l| l.data.as_ptr() as usize),
                 revision: content.revision,
                 dims,
                 first,
             };
+            let key = key_at(first);
             if self.slab.as_ref().map(|s| s.key) != Some(key) {
-                let len = SLAB.min(dims[geometry.fixed] - first);
-                let mut slab = self.slab.take().unwrap_or(Slab {
-                    key,
-                    len,
-                    image: Vec::new(),
-                    labels: Vec::new(),
-                });
-                slab.key = key;
-                slab.len = len;
-                slab.image.clear();
-                slab.image.resize(len * n, 0.0);
-                slab.labels.clear();
-                if labels.is_some() {
-                    slab.labels.resize(len * n, 0);
-                }
-                let start = first * strides[geometry.fixed];
-                for vo in 0..outer {
-                    for vi in 0..inner {
-                        let p = vo * inner + vi;
-                        let src = start + vo * s_outer + vi * s_inner;
-                        for (k, &v) in data[src..src + len].iter().enumerate() {
-                            slab.image[k * n + p] = v;
-                        }
-                        if let Some(l) = labels {
-                            for (k, &v) in l.data[src..src + len].iter().enumerate() {
-                                slab.labels[k * n + p] = v;
-                            }
-                        }
+                let mut slab = match self.next.take() {
+                    // The prefetched slab: finish what is left of it.
+                    Some(next) if next.key == key => next,
+                    other => {
+                        let mut buffers = other
+                            .or_else(|| self.slab.take())
+                            .unwrap_or(Slab::empty(key));
+                        buffers.reset(key, SLAB.min(depth - first), layout, labels.is_some());
+                        buffers
                     }
-                }
+                };
+                times.slab_rows += slab.copy_rows(data, label_data, layout, outer);
+                // The old slab's buffers are reused for the next prefetch.
+                self.next = self.slab.take().or(self.next.take());
                 self.slab = Some(slab);
+            }
+            // Prefetch the neighbouring slab in the paging direction, spread over the slices left in this one.
+            let same_data = |k: &SlabKey| SlabKey { first: 0, ..*k } == key_at(0);
+            let backward = matches!(self.last, Some((k, last)) if same_data(&k) && slice < last);
+            self.last = Some((key_at(0), slice));
+            let len = SLAB.min(depth - first);
+            let (target, frames_left) = if backward {
+                (first.checked_sub(SLAB), slice - first + 1)
+            } else {
+                (
+                    Some(first + SLAB).filter(|&f| f < depth),
+                    first + len - slice,
+                )
+            };
+            if let Some(target) = target {
+                let next_key = key_at(target);
+                let next = match self.next.take() {
+                    Some(next) if next.key == next_key => next,
+                    other => {
+                        let mut buffers = other.unwrap_or(Slab::empty(next_key));
+                        buffers.reset(next_key, SLAB.min(depth - target), layout, labels.is_some());
+                        buffers
+                    }
+                };
+                let mut next = next;
+                if !next.complete(layout) {
+                    let rows = (outer - next.rows_done).div_ceil(frames_left.max(1));
+                    times.slab_rows += next.copy_rows(data, label_data, layout, rows);
+                }
+                self.next = Some(next);
             }
             self.slab.as_ref().map(|s| (s, slice - first))
         } else {
@@ -1102,6 +1224,58 @@ mod tests {
                 "slice {s}, other labels"
             );
         }
+    }
+
+    #[test]
+    fn paging_spreads_slab_copies_over_frames() {
+        let dims = [40, 6, 3 * SLAB];
+        let a = Affine::from_spacing_origin([1.0, 1.0, 1.0], [0.0; 3]);
+        let image = vol(dims, a);
+        let labels = LabelVolume {
+            data: (0..image.data.len()).map(|v| (v % 3) as u16).collect(),
+            dims,
+            ras_from_ijk: a,
+        };
+        let table = LabelTable::btcv();
+        let overlay = OverlayStyle::default();
+        let content = SliceContent {
+            image: &image,
+            labels: Some(&labels),
+            table: &table,
+            window: WindowLevel::new(300.0, 700.0),
+            overlay: &overlay,
+            revision: 1,
+        };
+        let g = SliceGeometry::new(Axis::Axial, &a);
+        let n = dims[2];
+        // One row of a slab is one value of the outer in-plane axis (here i: 40 rows).
+        let outer: usize = 40;
+        let per_frame = outer.div_ceil(SLAB);
+        for order in [(0..n).collect::<Vec<_>>(), (0..n).rev().collect::<Vec<_>>()] {
+            let mut renderer = SliceRenderer::default();
+            for (frame, &s) in order.iter().enumerate() {
+                let (fast, times) = renderer.render(&content, g, s);
+                assert!(
+                    fast.pixels == render_reference(&content, g, s).pixels,
+                    "slice {s}"
+                );
+                if frame == 0 {
+                    // The first slab is copied at once.
+                    assert!(times.slab_rows >= outer, "slice {s}");
+                } else {
+                    assert!(
+                        times.slab_rows <= per_frame,
+                        "slice {s}: {} rows",
+                        times.slab_rows
+                    );
+                }
+            }
+        }
+        // A jump copies the slab it lands in at once.
+        let mut renderer = SliceRenderer::default();
+        renderer.render(&content, g, 0);
+        let (_, times) = renderer.render(&content, g, 2 * SLAB + 1);
+        assert!(times.slab_rows >= outer);
     }
 
     #[test]
