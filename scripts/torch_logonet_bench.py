@@ -289,11 +289,14 @@ def main():
     ap.add_argument("--amp", action="store_true", help="autocast to fp16 (the paper's inference setting)")
     ap.add_argument("--check", metavar="FIXTURES", help="compare the port with tests/fixtures/reference first")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (CPU runs; 0 = torch's default)")
     a = ap.parse_args()
 
     torch.backends.cudnn.allow_tf32 = a.tf32
     torch.backends.cuda.matmul.allow_tf32 = a.tf32
     torch.backends.cudnn.benchmark = a.cudnn_benchmark
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     if a.check and not check(a.check, dev):
         print("the PyTorch port does not match the fixtures", file=sys.stderr)
